@@ -1,0 +1,429 @@
+#!/usr/bin/env bash
+# bench/run.sh: run the same benchmarks against etcd and cairn, one server after
+# the other, and print a comparison table. See bench/README.md.
+#
+#   bench/run.sh                          # full comparison (about 10 minutes)
+#   SERVERS=etcd QUICK=1 bench/run.sh     # smoke test, etcd only (about 1 minute)
+#   TESTS="put-seq-c1 range-l-c1" bench/run.sh
+#
+# Env (defaults in brackets):
+#   SERVERS      servers to run, in this order            ["etcd cairn"]
+#   TESTS        "default", "all" or a list of test names [default]
+#                default = put-seq-c1 put-seq-c100 range-l-c1 range-s-c1
+#                          range-l-c500 range-s-c500 txn-put-c100 load-1m
+#                all     = default + put-seq-c500 put-rand-c1 put-rand-c500 watch-latency
+#   QUICK=1      about 1/10 of the requests, and LOAD_TOTAL 20000 instead of 1,000,000
+#   NICE         nice level for the servers and the benchmark tool (same for both) [0]
+#   OUT          output dir                               [/tmp/cairn-bench/<UTC timestamp>]
+#   ANCHOR_DIR   where etcd/etcdctl/benchmark live (in ANCHOR_DIR/bin); built there
+#                with ../shared/anchors/build.sh if missing [/tmp/anchors]
+#   ANCHORS      the anchors scripts dir                  [<repo>/../shared/anchors]
+#   CAIRN_BIN    use this cairn binary instead of building ./cmd/cairn
+#   ETCD_FLAGS / CAIRN_FLAGS   extra flags for that server only
+#   LOAD_TOTAL, LOAD_CLIENTS [500], LOAD_CONNS [100], LOAD_TIMEOUT [300]  the load-1m test
+#   BENCH_TIMEOUT  per-test wall limit in seconds          [150]
+#   READY_TIMEOUT  seconds to wait for a server to answer  [30]
+#   QUIET_IDLE / QUIET_MAX  before each test wait up to QUIET_MAX s [30; QUICK 5]
+#                  until the machine is QUIET_IDLE % idle [80]; 0 disables
+#   KEEP_DATA=1  keep the servers' data dirs (otherwise deleted on exit)
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+ANCHORS=${ANCHORS:-$ROOT/../shared/anchors}
+[ -d "$ANCHORS" ] || { echo "run.sh: anchors scripts not found at $ANCHORS (set ANCHORS=)" >&2; exit 1; }
+ANCHORS=$(cd "$ANCHORS" && pwd)
+ANCHOR_DIR=${ANCHOR_DIR:-/tmp/anchors}
+BIN=$ANCHOR_DIR/bin
+SERVERS=${SERVERS:-etcd cairn}
+TESTS=${TESTS:-default}
+QUICK=${QUICK:-0}
+NICE=${NICE:-0}
+if [ -z "${OUT:-}" ]; then
+  OUT=/tmp/cairn-bench/$(date -u +%Y%m%dT%H%M%SZ)
+  [ -e "$OUT" ] && OUT+="-$$"
+fi
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-150}
+READY_TIMEOUT=${READY_TIMEOUT:-30}
+STOP_TIMEOUT=${STOP_TIMEOUT:-20}
+QUIET_IDLE=${QUIET_IDLE:-80}
+if [ "$QUICK" = 1 ]; then QUIET_MAX=${QUIET_MAX:-5}; else QUIET_MAX=${QUIET_MAX:-30}; fi
+if [ "$QUICK" = 1 ]; then LOAD_TOTAL=${LOAD_TOTAL:-20000}; else LOAD_TOTAL=${LOAD_TOTAL:-1000000}; fi
+LOAD_CLIENTS=${LOAD_CLIENTS:-500}
+LOAD_CONNS=${LOAD_CONNS:-100}
+LOAD_TIMEOUT=${LOAD_TIMEOUT:-300}
+CLIENT_PORT=2379
+PEER_PORT=2380
+EP=127.0.0.1:$CLIENT_PORT
+
+# The exact, reproducible command line (every knob that shapes the numbers).
+CMDLINE="SERVERS='$SERVERS' TESTS='$TESTS' QUICK=$QUICK NICE=$NICE LOAD_TOTAL=$LOAD_TOTAL"
+if [ -n "${ETCD_FLAGS:-}" ]; then CMDLINE+=" ETCD_FLAGS='$ETCD_FLAGS'"; fi
+if [ -n "${CAIRN_FLAGS:-}" ]; then CMDLINE+=" CAIRN_FLAGS='$CAIRN_FLAGS'"; fi
+if [ -n "${CAIRN_BIN:-}" ]; then CMDLINE+=" CAIRN_BIN='$CAIRN_BIN'"; fi
+CMDLINE+=" OUT=$OUT bench/run.sh"
+
+# ---- test table: same names and benchmark arguments as ../shared/anchors/bench-etcd.sh
+RANGE_KEY=anchor-range-key
+PUTF="--key-size=8 --val-size=256"
+n() { if [ "$QUICK" = 1 ]; then echo $(($1 / 10)); else echo "$1"; fi; }
+# name|clients|conns|requests|benchmark subcommand + flags
+SUITE=(
+  "put-seq-c1|1|1|$(n 10000)|put $PUTF --sequential-keys --key-space-size=100000 --total=$(n 10000)"
+  "put-seq-c100|100|10|$(n 50000)|put $PUTF --sequential-keys --key-space-size=100000 --total=$(n 50000)"
+  "put-seq-c500|500|100|$(n 100000)|put $PUTF --sequential-keys --key-space-size=100000 --total=$(n 100000)"
+  "put-rand-c1|1|1|$(n 10000)|put $PUTF --key-space-size=100000 --total=$(n 10000)"
+  "put-rand-c500|500|100|$(n 100000)|put $PUTF --key-space-size=100000 --total=$(n 100000)"
+  "range-l-c1|1|1|$(n 10000)|range $RANGE_KEY --consistency=l --total=$(n 10000)"
+  "range-s-c1|1|1|$(n 10000)|range $RANGE_KEY --consistency=s --total=$(n 10000)"
+  "range-l-c500|500|100|$(n 100000)|range $RANGE_KEY --consistency=l --total=$(n 100000)"
+  "range-s-c500|500|100|$(n 100000)|range $RANGE_KEY --consistency=s --total=$(n 100000)"
+  "txn-put-c100|100|10|$(n 50000)|txn-put $PUTF --key-space-size=100000 --total=$(n 50000)"
+  "watch-latency|1|1|$(n 2000)|watch-latency --streams=10 --watchers-per-stream=10 --put-rate=200 --put-total=$(n 2000) --val-size=256"
+)
+DEFAULT_TESTS="put-seq-c1 put-seq-c100 range-l-c1 range-s-c1 range-l-c500 range-s-c500 txn-put-c100 load-1m"
+ALL_TESTS="put-seq-c1 put-seq-c100 put-seq-c500 put-rand-c1 put-rand-c500 range-l-c1 range-s-c1 range-l-c500 range-s-c500 txn-put-c100 watch-latency load-1m"
+case "$TESTS" in
+  default) SELECTED=$DEFAULT_TESTS ;;
+  all) SELECTED=$ALL_TESTS ;;
+  *) SELECTED=$TESTS ;;
+esac
+for t in $SELECTED; do
+  [[ " $ALL_TESTS " == *" $t "* ]] || { echo "run.sh: unknown test '$t' (known: $ALL_TESTS)" >&2; exit 2; }
+done
+for s in $SERVERS; do
+  case "$s" in etcd|cairn) ;; *) echo "run.sh: unknown server '$s' (etcd, cairn)" >&2; exit 2 ;; esac
+done
+want() { [[ " $SELECTED " == *" $1 "* ]]; }
+want_suite() { local t; for t in $SELECTED; do [ "$t" != load-1m ] && return 0; done; return 1; }
+
+log() { echo "[$(date -u +%T)] $*" >&2; }
+die() { echo "run.sh: $*" >&2; exit 1; }
+
+mkdir -p "$OUT"
+echo "command: $CMDLINE"
+echo "$CMDLINE" > "$OUT/command.txt"
+log "output: $OUT"
+
+# ---- cleanup: kill whatever server we started, drop data dirs ----------------
+SERVER_PID=""
+CHILD_PID=""  # a running benchmark/load job, started in the background so that traps fire at once
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/cairn-bench-data.XXXXXX")
+cleanup() {
+  local rc=$? c
+  if [ -n "$CHILD_PID" ] && kill -0 "$CHILD_PID" 2>/dev/null; then
+    # its children (timeout -> benchmark) first; timeout passes the TERM on to benchmark
+    for c in $(ps -o pid= --ppid "$CHILD_PID" 2>/dev/null); do kill -TERM "$c" 2>/dev/null || true; done
+    kill -TERM "$CHILD_PID" 2>/dev/null || true
+  fi
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    log "killing server pid $SERVER_PID"
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+  fi
+  if [ "${KEEP_DATA:-0}" = 1 ]; then log "data kept in $WORK"; else rm -rf "$WORK"; fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- binaries ------------------------------------------------------------------
+need_anchor_bins="etcdctl benchmark"
+if [[ " $SERVERS " == *" etcd "* ]]; then need_anchor_bins+=" etcd"; fi
+missing=""
+for b in $need_anchor_bins; do [ -x "$BIN/$b" ] || missing+=" $b"; done
+if [ -n "$missing" ]; then
+  log "missing in $BIN:$missing; building with $ANCHORS/build.sh $ANCHOR_DIR (~2.5 min, log $OUT/anchors-build.log)"
+  mkdir -p "$ANCHOR_DIR"
+  # flock: two bench runs must not build into the same dir at once (build.sh rm -rf's its sources)
+  if ! flock "$ANCHOR_DIR/.build.lock" "$ANCHORS/build.sh" "$ANCHOR_DIR" > "$OUT/anchors-build.log" 2>&1; then
+    tail -20 "$OUT/anchors-build.log" >&2; die "anchors build failed (log $OUT/anchors-build.log)"
+  fi
+  for b in $need_anchor_bins; do [ -x "$BIN/$b" ] || die "$BIN/$b still missing after build"; done
+fi
+
+mkdir -p "$OUT/bin"
+declare -A SRV_BIN
+SRV_BIN[etcd]=$BIN/etcd
+if [[ " $SERVERS " == *" cairn "* ]]; then
+  if [ -n "${CAIRN_BIN:-}" ]; then
+    [ -x "$CAIRN_BIN" ] || die "CAIRN_BIN=$CAIRN_BIN is not executable"
+    SRV_BIN[cairn]=$CAIRN_BIN
+  else
+    log "building cairn: (cd $ROOT && go build -o $OUT/bin/cairn ./cmd/cairn)"
+    (cd "$ROOT" && go build -o "$OUT/bin/cairn" ./cmd/cairn) > "$OUT/cairn-build.log" 2>&1 \
+      || { cat "$OUT/cairn-build.log" >&2; die "cairn build failed"; }
+    SRV_BIN[cairn]=$OUT/bin/cairn
+  fi
+fi
+
+{
+  echo "date: $(date -u +%FT%TZ)  host: $(hostname)  nproc: $(nproc)  $(go version 2>/dev/null || true)"
+  echo "cpu: $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)  mem: $(awk '/^MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  echo "cairn source: $(cd "$ROOT" && { git rev-parse --short HEAD 2>/dev/null || echo 'no commit'; }) $(cd "$ROOT" && [ -n "$(git status --porcelain 2>/dev/null | head -1)" ] && echo '(uncommitted changes)')"
+  echo "etcd: $("$BIN/etcd" --version 2>/dev/null | head -1 || echo '?')"
+  echo "etcdctl: $("$BIN/etcdctl" version 2>/dev/null | head -1 || echo '?')"
+  [ -f "$BIN/VERSIONS" ] && grep '^benchmark:' "$BIN/VERSIONS"
+} > "$OUT/versions.txt" 2>&1 || true
+
+# ---- machine load accounting (as in bench-etcd.sh) ------------------------------
+TICK=$(getconf CLK_TCK)
+busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+idle_pct() {
+  local a b
+  a=$(awk '/^cpu /{print $2+$3+$4+$5+$6+$7+$8+$9, $5+$6}' /proc/stat); sleep "$1"
+  b=$(awk '/^cpu /{print $2+$3+$4+$5+$6+$7+$8+$9, $5+$6}' /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN{split(a,x," "); split(b,y," "); t=y[1]-x[1]; printf "%.0f", (t>0?100*(y[2]-x[2])/t:100)}'
+}
+quiet_wait() {
+  [ "$QUIET_IDLE" -gt 0 ] || { echo "-"; return; }
+  local deadline=$((SECONDS + QUIET_MAX)) i
+  while :; do
+    i=$(idle_pct 1)
+    if [ "$i" -ge "$QUIET_IDLE" ] || [ $SECONDS -ge $deadline ]; then echo "$i"; return; fi
+  done
+}
+srv_ticks() { awk '{print $14+$15}' "/proc/$SERVER_PID/stat" 2>/dev/null || echo 0; }
+srv_rss() { awk '/^VmRSS/{printf "%.0f", $2/1024}' "/proc/$SERVER_PID/status" 2>/dev/null || echo "?"; }
+
+# ---- server lifecycle -------------------------------------------------------------
+port_busy() { ss -Htln "( sport = :$1 )" 2>/dev/null | grep -q .; }
+STOPPED_ONE=0
+check_ports() {
+  local p
+  for p in $CLIENT_PORT $PEER_PORT; do
+    if [ "$STOPPED_ONE" = 1 ]; then  # the server we just stopped may linger a moment
+      for _ in $(seq 1 50); do port_busy "$p" || break; sleep 0.2; done
+    fi
+    if port_busy "$p"; then
+      ss -Htlnp "( sport = :$p )" >&2 || true
+      die "port 127.0.0.1:$p is busy (another etcd/cairn running?); stop it first"
+    fi
+  done
+}
+
+start_server() { # $1=server $2=data dir $3=log file
+  local s=$1 dir=$2 logf=$3 extra
+  check_ports
+  rm -rf "$dir"; mkdir -p "$(dirname "$dir")"
+  if [ "$s" = etcd ]; then extra=${ETCD_FLAGS:-}; else extra=${CAIRN_FLAGS:-}; fi
+  # shellcheck disable=SC2086
+  nice -n "$NICE" "${SRV_BIN[$s]}" --name default --data-dir "$dir" \
+    --listen-client-urls "http://$EP" --advertise-client-urls "http://$EP" \
+    --listen-peer-urls "http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
+    --initial-cluster "default=http://127.0.0.1:$PEER_PORT" --log-level warn $extra \
+    > "$logf" 2>&1 < /dev/null &
+  SERVER_PID=$!
+  local t0=$SECONDS
+  while :; do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      wait "$SERVER_PID" 2>/dev/null && rc=0 || rc=$?
+      SERVER_PID=""
+      tail -20 "$logf" >&2
+      echo "run.sh: $s exited (rc=$rc) before becoming ready; log $logf" >&2
+      return 1
+    fi
+    # health (Range + AlarmList), or at least a plain Range
+    if "$BIN/etcdctl" --endpoints="$EP" --dial-timeout=1s --command-timeout=2s endpoint health >/dev/null 2>&1 \
+      || "$BIN/etcdctl" --endpoints="$EP" --dial-timeout=1s --command-timeout=2s get cairn-bench-ready-probe >/dev/null 2>&1; then
+      log "$s ready (pid $SERVER_PID, $((SECONDS - t0)) s, data $dir)"
+      return 0
+    fi
+    if [ $((SECONDS - t0)) -ge "$READY_TIMEOUT" ]; then
+      tail -20 "$logf" >&2
+      echo "run.sh: $s not ready after $READY_TIMEOUT s; log $logf" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+stop_server() {
+  [ -n "$SERVER_PID" ] || return 0
+  local pid=$SERVER_PID rc
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 $((STOP_TIMEOUT * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then log "pid $pid ignored SIGTERM for $STOP_TIMEOUT s: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; fi
+  wait "$pid" 2>/dev/null && rc=0 || rc=$?
+  log "stopped pid $pid (exit $rc)"
+  SERVER_PID=""
+  STOPPED_ONE=1
+}
+
+# ---- the suite against one running server -----------------------------------------
+run_suite() { # $1=server ; writes $OUT/$1/suite.tsv
+  local s=$1 dir=$OUT/$1 line name clients conns reqs args rc idle b0 b1 s0 s1 scpu bcpu ocpu rss
+  printf "test\tclients\tconns\trequests\ttotal_s\tqps\tavg_ms\tp50_ms\tp99_ms\tp999_ms\terrors\trss_mib\tsrv_cpu_s\tbench_cpu_s\tother_cpu_s\tidle_before\trc\n" > "$dir/suite.tsv"
+  VAL256=$(head -c 256 /dev/zero | tr '\0' 'v')
+  "$BIN/etcdctl" --endpoints="$EP" put "$RANGE_KEY" "$VAL256" > /dev/null 2> "$dir/seed.err" \
+    || { cat "$dir/seed.err" >&2; log "$s: seed put failed; range tests will fail"; }
+  for line in "${SUITE[@]}"; do
+    IFS='|' read -r name clients conns reqs args <<< "$line"
+    want "$name" || continue
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      log "$s: server is gone, skipping $name"
+      grep -q 'died' "$dir/FAILED" 2>/dev/null || echo "server died during the suite (see server-suite.log)" >> "$dir/FAILED"
+      printf "%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\tserver-dead\n" "$name" "$clients" "$conns" "$reqs" >> "$dir/suite.tsv"
+      continue
+    fi
+    idle=$(quiet_wait)
+    b0=$(busy_ticks); s0=$(srv_ticks)
+    rc=0
+    # shellcheck disable=SC2086
+    ( TIMEFORMAT='%U %S'
+      time timeout "$BENCH_TIMEOUT" nice -n "$NICE" "$BIN/benchmark" --precise --endpoints="$EP" \
+        --clients="$clients" --conns="$conns" $args > "$dir/$name.txt" 2>&1 ) 2> "$dir/$name.time" &
+    CHILD_PID=$!
+    wait "$CHILD_PID" || rc=$?
+    CHILD_PID=""
+    b1=$(busy_ticks); s1=$(srv_ticks)
+    bcpu=$(awk '{printf "%.1f", $1+$2}' "$dir/$name.time")
+    scpu=$(awk -v a="$s0" -v b="$s1" -v t="$TICK" 'BEGIN{printf "%.2f", (b-a)/t}')
+    ocpu=$(awk -v a="$b0" -v b="$b1" -v t="$TICK" -v s="$scpu" -v c="$bcpu" 'BEGIN{o=(b-a)/t-s-c; if(o<0)o=0; printf "%.1f", o}')
+    rss=$(srv_rss)
+    res=$("$ANCHORS/parse-bench.sh" "$dir/$name.txt")
+    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$name" "$clients" "$conns" "$reqs" "$res" \
+      "$rss" "$scpu" "$bcpu" "$ocpu" "$idle" "$rc" >> "$dir/suite.tsv"
+    log "$s $name: $(tr '\t' ' ' <<< "$res" | awk '{printf "%s req/s, p99 %s ms, errors %s", $2, $5, $7}') rss=${rss}MiB srv_cpu=${scpu}s other_cpu=${ocpu}s idle_before=${idle}% rc=$rc"
+  done
+}
+
+# ---- main loop ----------------------------------------------------------------------
+for s in $SERVERS; do
+  mkdir -p "$OUT/$s"
+  if want_suite; then
+    log "=== $s: suite ($SELECTED)"
+    if start_server "$s" "$WORK/$s-suite" "$OUT/$s/server-suite.log"; then
+      echo "$(srv_rss)" > "$OUT/$s/idle-rss-mib"
+      run_suite "$s"
+      stop_server
+      du -sb "$WORK/$s-suite" | cut -f1 > "$OUT/$s/suite-datadir-bytes"
+      rm -rf "$WORK/$s-suite"
+    else
+      echo "server did not start" > "$OUT/$s/FAILED"
+    fi
+  fi
+  if want load-1m; then
+    log "=== $s: load-1m ($LOAD_TOTAL keys, fresh data dir)"
+    if start_server "$s" "$WORK/$s-load" "$OUT/$s/server-load.log"; then
+      BIN=$BIN NICE=$NICE TOTAL=$LOAD_TOTAL CLIENTS=$LOAD_CLIENTS CONNS=$LOAD_CONNS LOAD_TIMEOUT=$LOAD_TIMEOUT \
+        "$ANCHORS/load-1m.sh" "$OUT/$s/load-1m" "$EP" "$SERVER_PID" "$WORK/$s-load" > "$OUT/$s/load-1m.stdout" 2>&1 &
+      CHILD_PID=$!
+      wait "$CHILD_PID" || true
+      CHILD_PID=""
+      sed 's/^/    /' "$OUT/$s/load-1m/load-1m.txt" >&2 || true
+      stop_server
+      [ "${KEEP_DATA:-0}" = 1 ] || rm -rf "$WORK/$s-load"
+    else
+      echo "server did not start (load)" >> "$OUT/$s/FAILED"
+    fi
+  fi
+done
+
+# ---- summary ----------------------------------------------------------------------------
+field() { # server test column-name -> value from suite.tsv ("" if none)
+  local f=$OUT/$1/suite.tsv
+  [ -f "$f" ] || return 0
+  awk -F'\t' -v t="$2" -v c="$3" 'NR==1{for(i=1;i<=NF;i++) col[$i]=i; next} $1==t{print $(col[c]); exit}' "$f"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && a+0 > 0) printf "%.2f", b/a; else printf "-" }'; }
+cell() { local v=$1; [ -n "$v" ] && echo "$v" || echo "-"; }
+cpu_per_op() { # server test -> server CPU µs per request
+  local c r; c=$(field "$1" "$2" srv_cpu_s); r=$(field "$1" "$2" requests)
+  awk -v c="$c" -v r="$r" 'BEGIN{ if (c ~ /^[0-9.]+$/ && r+0 > 0) printf "%.0f", c*1e6/r; else printf "-" }'
+}
+qps_cell() { # QPS, flagged when the run had errors or a non-zero exit
+  local q e rc; q=$(field "$1" "$2" qps); e=$(field "$1" "$2" errors); rc=$(field "$1" "$2" rc)
+  q=$(cell "$q")
+  if [ -n "$rc" ] && [ "$rc" != 0 ]; then q+=" (rc=$rc)"; fi
+  if [ -n "$e" ] && [ "$e" != 0 ] && [ "$e" != - ]; then q+=" (${e} err)"; fi
+  echo "$q"
+}
+load_val() { # server key -> value from load-1m.txt
+  local f=$OUT/$1/load-1m/load-1m.txt
+  [ -f "$f" ] || { echo ""; return 0; }
+  case "$2" in
+    qps) awk -F' = ' '/^bench rc=/{split($2,a," "); print a[2]}' "$f" ;;
+    p99) awk -F' = ' '/^bench rc=/{split($2,a," "); print a[5]}' "$f" ;;
+    errors) awk -F' = ' '/^bench rc=/{split($2,a," "); print a[7]}' "$f" ;;
+    load_s) awk -F' = ' '/^bench rc=/{split($2,a," "); print a[1]}' "$f" ;;
+    rss) awk '/^after-load /{for(i=1;i<=NF;i++) if($i ~ /^VmRSS=/){sub(/VmRSS=/,"",$i); sub(/MiB/,"",$i); print $i}}' "$f" ;;
+    hwm) awk '/^after-load /{for(i=1;i<=NF;i++) if($i ~ /^VmHWM=/){sub(/VmHWM=/,"",$i); sub(/MiB/,"",$i); print $i}}' "$f" ;;
+    rss_idle) awk '/^after-10s-idle /{for(i=1;i<=NF;i++) if($i ~ /^VmRSS=/){sub(/VmRSS=/,"",$i); sub(/MiB/,"",$i); print $i}}' "$f" ;;
+    du) awk '/^du /{printf "%.1f", $(NF-2)/1e6}' "$f" ;;
+    dbsize) awk -F' : ' '/"DBSize"/{printf "%.1f", $2/1e6}' "$f" ;;
+    keys) awk -F': ' '/^key count:/{print $2}' "$f" ;;
+  esac
+}
+
+SUMMARY=$OUT/summary.md
+{
+  echo "# cairn vs etcd"
+  echo
+  echo "command: \`$CMDLINE\`"
+  echo
+  sed 's/^/    /' "$OUT/versions.txt"
+  echo
+  if want_suite; then
+    echo "## Throughput and latency (ratio = cairn QPS / etcd QPS: >1 means cairn is faster)"
+    echo
+    echo "| test | etcd QPS | cairn QPS | ratio (cairn/etcd) | etcd p99 ms | cairn p99 ms | clients/conns | requests | srv CPU µs/op etcd / cairn | other CPU s etcd / cairn |"
+    echo "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|"
+    for line in "${SUITE[@]}"; do
+      IFS='|' read -r name clients conns reqs _ <<< "$line"
+      want "$name" || continue
+      printf "| %s | %s | %s | %s | %s | %s | %s/%s | %s | %s / %s | %s / %s |\n" "$name" \
+        "$(qps_cell etcd "$name")" "$(qps_cell cairn "$name")" \
+        "$(ratio "$(field etcd "$name" qps)" "$(field cairn "$name" qps)")" \
+        "$(cell "$(field etcd "$name" p99_ms)")" "$(cell "$(field cairn "$name" p99_ms)")" \
+        "$clients" "$conns" "$reqs" \
+        "$(cpu_per_op etcd "$name")" "$(cpu_per_op cairn "$name")" \
+        "$(cell "$(field etcd "$name" other_cpu_s)")" "$(cell "$(field cairn "$name" other_cpu_s)")"
+    done
+    echo
+    echo "Idle RSS at start (MiB): etcd $(cat "$OUT/etcd/idle-rss-mib" 2>/dev/null || echo -), cairn $(cat "$OUT/cairn/idle-rss-mib" 2>/dev/null || echo -)."
+    echo "\"other CPU s\" is CPU used by other processes on the machine during the test: large values mean the number is disturbed."
+    echo
+  fi
+  if want load-1m; then
+    echo "## After loading $LOAD_TOTAL keys (8 B sequential keys, 256 B values, $LOAD_CLIENTS clients/$LOAD_CONNS conns, fresh data dir)"
+    echo
+    echo "Memory/disk ratio = cairn / etcd: **lower is better** (<1 means cairn uses less). Load-QPS ratio: higher is better."
+    echo
+    echo "| metric | etcd | cairn | ratio (cairn/etcd) |"
+    echo "|---|---:|---:|---:|"
+    for m in "rss|VmRSS after load, MiB" "rss_idle|VmRSS after 10 s idle, MiB" "hwm|VmHWM (peak RSS), MiB" \
+             "du|data dir (du -sb), MB" "dbsize|DBSize (endpoint status), MB" \
+             "qps|load QPS (higher is better)" "p99|load p99 ms" "load_s|load time s" "errors|load errors" "keys|key count"; do
+      IFS='|' read -r k label <<< "$m"
+      e=$(load_val etcd "$k"); c=$(load_val cairn "$k")
+      r="-"; case "$k" in rss|rss_idle|hwm|du|dbsize|qps) r=$(ratio "$e" "$c") ;; esac
+      printf "| %s | %s | %s | %s |\n" "$label" "$(cell "$e")" "$(cell "$c")" "$r"
+    done
+    echo
+  fi
+  for s in $SERVERS; do
+    if [ -f "$OUT/$s/FAILED" ]; then echo "**$s: $(paste -sd';' "$OUT/$s/FAILED")** (logs in $OUT/$s/)"; echo; fi
+  done
+  echo "Raw outputs: $OUT/<server>/ (suite.tsv, <test>.txt, load-1m/, server-*.log)."
+} > "$SUMMARY"
+echo
+cat "$SUMMARY"
+
+# exit status: 1 if a server failed to start or died, 3 if a benchmark failed or had errors
+for s in $SERVERS; do
+  if [ -f "$OUT/$s/FAILED" ]; then echo "run.sh: FAILED: $s: $(paste -sd';' "$OUT/$s/FAILED")" >&2; exit 1; fi
+done
+bad=""
+for s in $SERVERS; do
+  if [ -f "$OUT/$s/suite.tsv" ]; then
+    bad+=$(awk -F'\t' -v s="$s" 'NR>1 && ($17 != "0" || ($11 != "0" && $11 != "-")) {printf " %s/%s(rc=%s,errors=%s)", s, $1, $17, $11}' "$OUT/$s/suite.tsv")
+  fi
+  if [ -f "$OUT/$s/load-1m/load-1m.txt" ]; then
+    e=$(load_val "$s" errors); q=$(load_val "$s" qps)
+    if [ "${e:-x}" != 0 ] || [ -z "$q" ] || [ "$q" = - ]; then bad+=" $s/load-1m(errors=${e:-?},qps=${q:-?})"; fi
+  elif want load-1m; then bad+=" $s/load-1m(no output)"; fi
+done
+if [ -n "$bad" ]; then echo "run.sh: some benchmarks failed or had errors:$bad" >&2; exit 3; fi

@@ -1,0 +1,51 @@
+package api
+
+import (
+	"context"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/cairnkv/cairn/internal/config"
+	"github.com/cairnkv/cairn/internal/member"
+)
+
+// Maintenance serves etcdserverpb.Maintenance. RPCs not listed here answer
+// Unimplemented until they are built (Snapshot, Hash, HashKV, MoveLeader,
+// Downgrade).
+type Maintenance struct {
+	pb.UnimplementedMaintenanceServer
+	m *member.Member
+}
+
+// NewMaintenance returns the Maintenance service of m.
+func NewMaintenance(m *member.Member) *Maintenance { return &Maintenance{m: m} }
+
+// Status reports the member's version, storage and raft state.
+func (s *Maintenance) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
+	st := s.m.Status()
+	return &pb.StatusResponse{
+		Header:           s.m.Header(0),
+		Version:          config.EtcdVersion,
+		DbSize:           st.DBSize,
+		DbSizeInUse:      st.DBSizeInUse,
+		Leader:           st.Leader,
+		RaftIndex:        st.Committed,
+		RaftTerm:         st.Term,
+		RaftAppliedIndex: st.Applied,
+		StorageVersion:   "3.7.0",
+	}, nil
+}
+
+// Alarm lists alarms; Cairn raises none yet, so the list is empty and
+// activate/deactivate change nothing.
+func (s *Maintenance) Alarm(ctx context.Context, r *pb.AlarmRequest) (*pb.AlarmResponse, error) {
+	return &pb.AlarmResponse{Header: s.m.Header(0)}, nil
+}
+
+// Defragment compacts storage online; it does not block reads or writes.
+func (s *Maintenance) Defragment(ctx context.Context, _ *pb.DefragmentRequest) (*pb.DefragmentResponse, error) {
+	if err := s.m.Defragment(ctx); err != nil {
+		return nil, togRPC(err)
+	}
+	return &pb.DefragmentResponse{Header: s.m.Header(0)}, nil
+}

@@ -1,0 +1,362 @@
+package apply
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cairnkv/cairn/internal/membership"
+	"github.com/cairnkv/cairn/internal/mvcc"
+	"github.com/cairnkv/cairn/internal/raftlog"
+	"github.com/cairnkv/cairn/internal/raftnode"
+	"github.com/cairnkv/cairn/internal/storage/schema"
+)
+
+// Result is the outcome of one applied request, handed to its proposer.
+type Result struct {
+	Resp proto.Message
+	Err  error
+	// Physical is closed when a compaction has physically finished.
+	Physical <-chan struct{}
+}
+
+// ErrUnsupported is returned for a request kind this build cannot apply.
+var ErrUnsupported = errors.New("apply: request type not supported")
+
+// Config wires an Applier.
+type Config struct {
+	DB          *pebble.DB
+	Store       *mvcc.Store
+	RaftStorage *raftlog.Storage
+	Cluster     *membership.Cluster
+	Leases      Leases
+	// Deliver hands a result to the waiter registered for id, if any.
+	Deliver func(id uint64, r Result)
+	// CompactLog is called with an applied index up to which the raft log
+	// may be discarded.
+	CompactLog func(index uint64)
+	// SnapshotCount is the number of entries between raft log compactions.
+	SnapshotCount uint64
+	// CatchUpEntries stay in the log after a compaction for slow followers.
+	CatchUpEntries uint64
+}
+
+// Applier applies committed entries.
+type Applier struct {
+	lg  *zap.Logger
+	cfg Config
+
+	applied     atomic.Uint64
+	appliedTerm atomic.Uint64
+	lastCompact uint64 // applier goroutine only
+
+	waitMu  sync.Mutex
+	waiters []indexWaiter
+}
+
+type indexWaiter struct {
+	index uint64
+	ch    chan struct{}
+}
+
+type delivery struct {
+	id uint64
+	r  Result
+}
+
+// New loads the applied index from the DB.
+func New(lg *zap.Logger, cfg Config) (*Applier, error) {
+	if lg == nil {
+		lg = zap.NewNop()
+	}
+	a := &Applier{lg: lg, cfg: cfg}
+	v, closer, err := cfg.DB.Get(schema.AppliedKey)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("apply: read applied index: %w", err)
+	default:
+		defer closer.Close()
+		if len(v) != 16 {
+			return nil, fmt.Errorf("apply: applied index record has %d bytes, want 16", len(v))
+		}
+		a.applied.Store(binary.BigEndian.Uint64(v))
+		a.appliedTerm.Store(binary.BigEndian.Uint64(v[8:]))
+	}
+	a.lastCompact = a.applied.Load()
+	return a, nil
+}
+
+// AppliedIndex returns the last applied (and published) index.
+func (a *Applier) AppliedIndex() uint64 { return a.applied.Load() }
+
+// WaitApplied blocks until the applied index reaches index.
+func (a *Applier) WaitApplied(ctx context.Context, index uint64) error {
+	if a.applied.Load() >= index {
+		return nil
+	}
+	ch := make(chan struct{})
+	a.waitMu.Lock()
+	if a.applied.Load() >= index {
+		a.waitMu.Unlock()
+		return nil
+	}
+	a.waiters = append(a.waiters, indexWaiter{index, ch})
+	a.waitMu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (a *Applier) publishApplied(index, term uint64) {
+	a.appliedTerm.Store(term)
+	a.applied.Store(index)
+	a.waitMu.Lock()
+	kept := a.waiters[:0]
+	for _, w := range a.waiters {
+		if w.index <= index {
+			close(w.ch)
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	a.waiters = kept
+	a.waitMu.Unlock()
+}
+
+// Run applies batches from applyc until it is closed or ctx is done.
+func (a *Applier) Run(ctx context.Context, applyc <-chan raftnode.Apply) error {
+	for {
+		var batch []raftnode.Apply
+		select {
+		case <-ctx.Done():
+			return nil
+		case ap, ok := <-applyc:
+			if !ok {
+				return nil
+			}
+			batch = append(batch, ap)
+		}
+		// Everything already queued goes into the same Pebble batch.
+		for more := true; more && len(batch) < 64; {
+			select {
+			case ap, ok := <-applyc:
+				if !ok {
+					more = false
+					break
+				}
+				batch = append(batch, ap)
+			default:
+				more = false
+			}
+		}
+		if err := a.applyBatch(batch); err != nil {
+			return err
+		}
+	}
+}
+
+func (a *Applier) applyBatch(batch []raftnode.Apply) error {
+	b := a.cfg.DB.NewIndexedBatch()
+	defer b.Close()
+	var (
+		deliveries []delivery
+		after      []func()
+		last, term uint64
+	)
+	applied := a.applied.Load()
+	for _, ap := range batch {
+		for _, e := range ap.Entries {
+			idx := e.GetIndex()
+			if idx <= applied {
+				continue // already applied before a restart
+			}
+			if idx != applied+1 && applied != 0 {
+				return fmt.Errorf("apply: entry %d follows applied index %d: gap in committed entries", idx, applied)
+			}
+			switch e.GetType() {
+			case raftpb.EntryType_EntryNormal:
+				if len(e.GetData()) > 0 {
+					d, err := a.applyNormal(b, e)
+					if err != nil {
+						return err
+					}
+					deliveries = append(deliveries, d)
+				}
+			case raftpb.EntryType_EntryConfChange, raftpb.EntryType_EntryConfChangeV2:
+				fns, err := a.applyConfChange(b, e, ap.ConfStates[idx])
+				if err != nil {
+					return err
+				}
+				after = append(after, fns...)
+			}
+			applied, last, term = idx, idx, e.GetTerm()
+		}
+	}
+	if last == 0 {
+		return nil
+	}
+	rec := binary.BigEndian.AppendUint64(nil, last)
+	rec = binary.BigEndian.AppendUint64(rec, term)
+	if err := b.Set(schema.AppliedKey, rec, nil); err != nil {
+		return err
+	}
+	// No fsync: the raft log is durable and replays anything lost here.
+	if err := b.Commit(pebble.NoSync); err != nil {
+		a.cfg.Store.Abandon()
+		return fmt.Errorf("apply: commit batch ending at %d: %w", last, err)
+	}
+	a.cfg.Store.Publish()
+	for _, fn := range after {
+		fn()
+	}
+	a.publishApplied(last, term)
+	for _, d := range deliveries {
+		if a.cfg.Deliver != nil {
+			a.cfg.Deliver(d.id, d.r)
+		}
+	}
+	if a.cfg.CompactLog != nil && last-a.lastCompact >= a.cfg.SnapshotCount {
+		if last > a.cfg.CatchUpEntries {
+			a.cfg.CompactLog(last - a.cfg.CatchUpEntries)
+		}
+		a.lastCompact = last
+	}
+	return nil
+}
+
+func (a *Applier) applyNormal(b *pebble.Batch, e *raftpb.Entry) (delivery, error) {
+	req := &pb.InternalRaftRequest{}
+	if err := proto.Unmarshal(e.GetData(), req); err != nil {
+		return delivery{}, fmt.Errorf("apply: entry %d does not decode (corrupt log?): %w", e.GetIndex(), err)
+	}
+	id := req.ID
+	if req.Header != nil && req.Header.ID != 0 {
+		id = req.Header.ID
+	}
+	return delivery{id: id, r: a.applyRequest(b, req)}, nil
+}
+
+func (a *Applier) applyRequest(b *pebble.Batch, req *pb.InternalRaftRequest) Result {
+	s := a.cfg.Store
+	switch {
+	case req.Put != nil:
+		t := s.Write(b)
+		resp, err := Put(t, a.cfg.Leases, req.Put)
+		rev := t.End()
+		if err != nil {
+			return Result{Err: err}
+		}
+		resp.Header.Revision = rev
+		return Result{Resp: resp}
+	case req.DeleteRange != nil:
+		t := s.Write(b)
+		resp, err := DeleteRange(t, req.DeleteRange)
+		rev := t.End()
+		if err != nil {
+			return Result{Err: err}
+		}
+		resp.Header.Revision = rev
+		return Result{Resp: resp}
+	case req.Txn != nil:
+		t := s.Write(b)
+		resp, err := Txn(t, a.cfg.Leases, req.Txn)
+		rev := t.End()
+		if err != nil {
+			return Result{Err: err}
+		}
+		SetTxnRevision(resp, rev)
+		return Result{Resp: resp}
+	case req.Compaction != nil:
+		ch, err := s.Compact(b, req.Compaction.Revision)
+		if err != nil {
+			return Result{Err: err}
+		}
+		return Result{Resp: &pb.CompactionResponse{Header: &pb.ResponseHeader{Revision: s.Write(b).Rev()}}, Physical: ch}
+	case req.ClusterMemberAttrSet != nil:
+		set := req.ClusterMemberAttrSet
+		m, ok := a.cfg.Cluster.Member(set.Member_ID)
+		if !ok || set.MemberAttributes == nil {
+			return Result{Err: fmt.Errorf("apply: member %x not found", set.Member_ID)}
+		}
+		m.Name, m.ClientURLs = set.MemberAttributes.Name, set.MemberAttributes.ClientUrls
+		if err := membership.StageMember(b, m); err != nil {
+			return Result{Err: err}
+		}
+		// The in-memory view changes with the batch; a later entry in
+		// the same batch reading it would see the old value, which only
+		// affects this informational record.
+		a.cfg.Cluster.SetMember(m)
+		return Result{Resp: &pb.MemberUpdateResponse{}}
+	}
+	return Result{Err: ErrUnsupported}
+}
+
+// applyConfChange records the membership effect of a conf change. Bootstrap
+// and MemberAdd carry the member as JSON in the change's context.
+func (a *Applier) applyConfChange(b *pebble.Batch, e *raftpb.Entry, cs *raftpb.ConfState) ([]func(), error) {
+	var fns []func()
+	if cs != nil {
+		fn, err := a.cfg.RaftStorage.SetConfState(b, cs)
+		if err != nil {
+			return nil, err
+		}
+		fns = append(fns, fn)
+	}
+	var changes []*raftpb.ConfChangeSingle
+	var ctx []byte
+	switch e.GetType() {
+	case raftpb.EntryType_EntryConfChange:
+		cc := &raftpb.ConfChange{}
+		if err := proto.Unmarshal(e.GetData(), cc); err != nil {
+			return nil, fmt.Errorf("apply: conf change %d: %w", e.GetIndex(), err)
+		}
+		changes = append(changes, &raftpb.ConfChangeSingle{Type: cc.Type, NodeId: cc.NodeId})
+		ctx = cc.GetContext()
+	default:
+		cc := &raftpb.ConfChangeV2{}
+		if err := proto.Unmarshal(e.GetData(), cc); err != nil {
+			return nil, fmt.Errorf("apply: conf change %d: %w", e.GetIndex(), err)
+		}
+		changes, ctx = cc.GetChanges(), cc.GetContext()
+	}
+	for _, ch := range changes {
+		switch ch.GetType() {
+		case raftpb.ConfChangeType_ConfChangeAddNode, raftpb.ConfChangeType_ConfChangeAddLearnerNode:
+			if len(ctx) == 0 {
+				continue
+			}
+			var m membership.Member
+			if err := json.Unmarshal(ctx, &m); err != nil {
+				return nil, fmt.Errorf("apply: conf change %d member context: %w", e.GetIndex(), err)
+			}
+			if m.ID != ch.GetNodeId() {
+				continue
+			}
+			m.IsLearner = ch.GetType() == raftpb.ConfChangeType_ConfChangeAddLearnerNode
+			sort.Strings(m.PeerURLs)
+			if old, ok := a.cfg.Cluster.Member(m.ID); ok {
+				m.Name, m.ClientURLs = old.Name, old.ClientURLs
+			}
+			if err := membership.StageMember(b, m); err != nil {
+				return nil, err
+			}
+			fns = append(fns, func() { a.cfg.Cluster.SetMember(m) })
+		}
+	}
+	return fns, nil
+}

@@ -1,0 +1,164 @@
+package mvcc
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"github.com/cairnkv/cairn/internal/storage/schema"
+)
+
+// WriteTxn stages one revision's worth of changes (one Put, one DeleteRange
+// or one Txn) into the applier's indexed batch. All changes of a WriteTxn
+// share one main revision; each gets its own sub revision. Reads through a
+// WriteTxn see the batch, including its own earlier changes, exactly as etcd
+// lets a Txn's later ops see its earlier writes.
+type WriteTxn struct {
+	s       *Store
+	b       *pebble.Batch
+	begin   int64
+	changes int64
+	buf     []byte
+}
+
+// Write starts a WriteTxn on b, which must be an indexed batch owned by the
+// calling applier goroutine. Call End when done.
+func (s *Store) Write(b *pebble.Batch) *WriteTxn {
+	return &WriteTxn{s: s, b: b, begin: s.writeRev}
+}
+
+// Rev is the revision a read in this txn observes.
+func (t *WriteTxn) Rev() int64 {
+	if t.changes > 0 {
+		return t.begin + 1
+	}
+	return t.begin
+}
+
+// Range reads through the batch at Rev().
+func (t *WriteTxn) Range(key, end []byte, o RangeOptions) (*RangeResult, error) {
+	it, err := t.b.NewIter(rangeBounds(key, end))
+	if err != nil {
+		return nil, fmt.Errorf("mvcc: new batch iterator: %w", err)
+	}
+	defer it.Close()
+	res, err := rangeIter(it, key, t.Rev(), t.s.writeCompact, o)
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// latest returns the newest live version of key, or nil.
+func (t *WriteTxn) latest(key []byte) (*mvccpb.KeyValue, error) {
+	it, err := t.b.NewIter(rangeBounds(key, nil))
+	if err != nil {
+		return nil, fmt.Errorf("mvcc: new batch iterator: %w", err)
+	}
+	defer it.Close()
+	if !it.First() {
+		return nil, it.Error()
+	}
+	enc, main, _, err := splitVersionKey(it.Key())
+	if err != nil {
+		return nil, err
+	}
+	val, err := it.ValueAndErr()
+	if err != nil {
+		return nil, err
+	}
+	return toKV(enc, main, val, true)
+}
+
+// Put writes a new version of key and returns the previous live version (nil
+// if none).
+func (t *WriteTxn) Put(key, value []byte, lease int64) (*mvccpb.KeyValue, error) {
+	prev, err := t.latest(key)
+	if err != nil {
+		return nil, err
+	}
+	rev := t.begin + 1
+	r := record{create: rev, version: 1, lease: lease, value: value}
+	if prev != nil {
+		r.create, r.version = prev.CreateRevision, prev.Version+1
+	}
+	t.stage(key, r)
+	return prev, nil
+}
+
+// DeleteRange deletes every live key in [key, end) and returns the deleted
+// versions in key order.
+func (t *WriteTxn) DeleteRange(key, end []byte) ([]*mvccpb.KeyValue, error) {
+	res, err := t.Range(key, end, RangeOptions{})
+	if err != nil {
+		return nil, err
+	}
+	for _, kv := range res.KVs {
+		t.stage(kv.Key, record{tombstone: true})
+	}
+	return res.KVs, nil
+}
+
+func (t *WriteTxn) stage(key []byte, r record) {
+	rev, sub := t.begin+1, t.changes
+	t.buf = versionKey(t.buf[:0], key, rev, sub)
+	val := appendRecord(make([]byte, 0, len(r.value)+16), r)
+	must(t.b.Set(t.buf, val, nil))
+	must(t.b.Set(revLogKey(rev, sub), key, nil))
+	t.changes++
+}
+
+// End closes the txn and returns the store revision after it.
+func (t *WriteTxn) End() int64 {
+	if t.changes > 0 {
+		t.s.writeRev = t.begin + 1
+		must(t.b.Set(schema.RevisionKey, binary.BigEndian.AppendUint64(nil, uint64(t.s.writeRev)), nil))
+	}
+	return t.s.writeRev
+}
+
+// Compact schedules compaction at rev in batch b: from the moment b is
+// published, reads below rev fail with ErrCompacted and the background
+// compactor starts removing superseded versions. The returned channel is
+// closed once they are physically gone.
+func (s *Store) Compact(b *pebble.Batch, rev int64) (<-chan struct{}, error) {
+	if rev <= s.writeCompact {
+		return nil, ErrCompacted
+	}
+	if rev > s.writeRev {
+		return nil, ErrFutureRev
+	}
+	s.writeCompact = rev
+	must(b.Set(schema.ScheduledCompactKey, binary.BigEndian.AppendUint64(nil, uint64(rev)), nil))
+	return s.compactor.wait(rev), nil
+}
+
+// Publish makes everything staged so far visible to readers. The applier
+// calls it after the batch holding the staged writes is committed.
+func (s *Store) Publish() {
+	s.mu.Lock()
+	s.mu.rev = s.writeRev
+	compacted := s.writeCompact > s.mu.compactRev
+	s.mu.compactRev = s.writeCompact
+	s.mu.Unlock()
+	if compacted {
+		s.compactor.schedule(s.writeCompact)
+	}
+}
+
+// Abandon forgets staged writes after the applier discarded its batch.
+func (s *Store) Abandon() {
+	s.mu.RLock()
+	s.writeRev, s.writeCompact = s.mu.rev, s.mu.compactRev
+	s.mu.RUnlock()
+}
+
+// must panics on a batch staging error: staging into an in-memory batch can
+// only fail on a broken invariant (such as a closed batch).
+func must(err error) {
+	if err != nil {
+		panic(fmt.Sprintf("mvcc: staging into batch: %v", err))
+	}
+}

@@ -1,0 +1,417 @@
+// Package raftnode drives go.etcd.io/raft/v3's RawNode: the one goroutine
+// that ticks, steps messages, takes proposals and read-index requests, and
+// processes each Ready in the order the library's contract demands:
+//
+//  1. persist HardState and entries in one synced Pebble batch;
+//  2. only then send messages (they may promise what was just persisted);
+//  3. hand committed entries, in order, to the applier (after 1, so nothing
+//     is applied, and no client is answered, before its entry is durable —
+//     the single-member trap of etcd-io/etcd#14370);
+//  4. Advance.
+//
+// The applier runs on its own goroutine and may apply Ready N while this
+// loop persists Ready N+1 (pipelining): raft allows Advance any time after
+// step 1 as long as committed entries are applied in order.
+//
+// This package never interprets entry payloads and never touches MVCC state.
+package raftnode
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cairnkv/cairn/internal/raftlog"
+)
+
+// Errors a proposer or reader may see.
+var (
+	ErrStopped       = errors.New("raftnode: stopped")
+	ErrNoLeader      = errors.New("raftnode: no leader")
+	ErrLeaderChanged = errors.New("raftnode: leader changed")
+)
+
+// Transport sends raft messages to peers. Send must not block.
+type Transport interface {
+	Send(msgs []*raftpb.Message)
+}
+
+// Config configures a Node.
+type Config struct {
+	ID uint64
+	// Peers bootstraps a brand-new log; empty when restarting.
+	Peers         []raft.Peer
+	Storage       *raftlog.Storage
+	Applied       uint64
+	TickInterval  time.Duration
+	ElectionTick  int
+	HeartbeatTick int
+	Transport     Transport
+}
+
+// Apply is one batch of committed entries, in log order.
+type Apply struct {
+	Entries []*raftpb.Entry
+	// ConfStates holds, for each conf-change entry index, the ConfState
+	// after raft applied that change; the applier persists it.
+	ConfStates map[uint64]*raftpb.ConfState
+}
+
+type proposal struct {
+	data []byte
+	errc chan error
+}
+
+type readBatch struct {
+	done  chan struct{}
+	index uint64
+	err   error
+}
+
+// Node is a running raft member.
+type Node struct {
+	lg  *zap.Logger
+	cfg Config
+	rn  *raft.RawNode
+
+	propc   chan proposal
+	recvc   chan *raftpb.Message
+	readc   chan struct{}
+	compc   chan uint64
+	applyc  chan Apply
+	stopped chan struct{}
+
+	lead atomic.Uint64
+	term atomic.Uint64
+	// committed is the commit index as of the last Ready.
+	committed atomic.Uint64
+
+	readMu      sync.Mutex
+	pendingRead *readBatch
+	inflight    map[string]*readBatch // raft goroutine only
+	readSeq     uint64                // raft goroutine only
+}
+
+// New creates the node; Run starts it.
+func New(lg *zap.Logger, cfg Config) (*Node, error) {
+	if lg == nil {
+		lg = zap.NewNop()
+	}
+	rc := &raft.Config{
+		ID:                        cfg.ID,
+		ElectionTick:              cfg.ElectionTick,
+		HeartbeatTick:             cfg.HeartbeatTick,
+		Storage:                   cfg.Storage,
+		Applied:                   cfg.Applied,
+		MaxSizePerMsg:             1 << 20,
+		MaxCommittedSizePerReady:  64 << 20,
+		MaxUncommittedEntriesSize: 1 << 30,
+		MaxInflightMsgs:           512,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		ReadOnlyOption:            raft.ReadOnlySafe,
+		StepDownOnRemoval:         true,
+		Logger:                    &raftLogger{lg.Sugar().With("component", "raft")},
+	}
+	rn, err := raft.NewRawNode(rc)
+	if err != nil {
+		return nil, fmt.Errorf("raftnode: %w", err)
+	}
+	if len(cfg.Peers) > 0 {
+		if err := rn.Bootstrap(cfg.Peers); err != nil {
+			return nil, fmt.Errorf("raftnode: bootstrap: %w", err)
+		}
+	}
+	n := &Node{
+		lg:       lg,
+		cfg:      cfg,
+		rn:       rn,
+		propc:    make(chan proposal, 4096),
+		recvc:    make(chan *raftpb.Message, 4096),
+		readc:    make(chan struct{}, 1),
+		compc:    make(chan uint64, 1),
+		applyc:   make(chan Apply, 64),
+		stopped:  make(chan struct{}),
+		inflight: make(map[string]*readBatch),
+	}
+	if st := rn.BasicStatus(); st.Lead != raft.None {
+		n.lead.Store(st.Lead)
+	}
+	return n, nil
+}
+
+// ApplyC delivers committed entries in order. The applier must drain it.
+func (n *Node) ApplyC() <-chan Apply { return n.applyc }
+
+// Leader returns the current leader's ID, or 0.
+func (n *Node) Leader() uint64 { return n.lead.Load() }
+
+// Term returns the current raft term.
+func (n *Node) Term() uint64 { return n.term.Load() }
+
+// CommittedIndex returns the commit index as of the last Ready.
+func (n *Node) CommittedIndex() uint64 { return n.committed.Load() }
+
+// Propose submits data to the log. It returns once raft accepted or
+// dropped the proposal, not when it commits.
+func (n *Node) Propose(ctx context.Context, data []byte) error {
+	p := proposal{data: data, errc: make(chan error, 1)}
+	select {
+	case n.propc <- p:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.stopped:
+		return ErrStopped
+	}
+	select {
+	case err := <-p.errc:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.stopped:
+		return ErrStopped
+	}
+}
+
+// Step delivers a message from a peer.
+func (n *Node) Step(ctx context.Context, m *raftpb.Message) error {
+	select {
+	case n.recvc <- m:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.stopped:
+		return ErrStopped
+	}
+}
+
+// CompactLog asks the loop to discard log entries up to index (applied).
+func (n *Node) CompactLog(index uint64) {
+	select {
+	case n.compc <- index:
+	default: // one is pending; the next applied batch asks again
+	}
+}
+
+// ReadIndex returns a commit index that is at least every index committed
+// before the call: once the applied index reaches it, a local read is
+// linearizable. Concurrent callers share one raft round. A round whose
+// answer is lost is retried with a fresh request context (never reusing a
+// context: etcd-io/etcd#20418).
+func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
+	for {
+		n.readMu.Lock()
+		b := n.pendingRead
+		if b == nil {
+			b = &readBatch{done: make(chan struct{})}
+			n.pendingRead = b
+			select {
+			case n.readc <- struct{}{}:
+			default:
+			}
+		}
+		n.readMu.Unlock()
+		retry := time.NewTimer(2 * n.cfg.TickInterval * time.Duration(n.cfg.ElectionTick))
+		select {
+		case <-b.done:
+			retry.Stop()
+			if errors.Is(b.err, ErrLeaderChanged) {
+				continue
+			}
+			return b.index, b.err
+		case <-retry.C:
+			// Lost (dropped by raft or by the network): ask again.
+			n.lg.Debug("read index timed out; retrying")
+		case <-ctx.Done():
+			retry.Stop()
+			return 0, ctx.Err()
+		case <-n.stopped:
+			retry.Stop()
+			return 0, ErrStopped
+		}
+	}
+}
+
+// Run drives raft until ctx is done or a storage error occurs. It closes
+// ApplyC on return.
+func (n *Node) Run(ctx context.Context) error {
+	defer close(n.stopped)
+	defer close(n.applyc)
+	ticker := time.NewTicker(n.cfg.TickInterval)
+	defer ticker.Stop()
+	if len(n.cfg.Peers) == 1 || n.singleVoter() {
+		// A one-member cluster need not wait an election timeout.
+		_ = n.rn.Campaign()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			n.failReads(ErrStopped)
+			return nil
+		case <-ticker.C:
+			n.rn.Tick()
+		case p := <-n.propc:
+			n.propose(p)
+			// Drain what queued up meanwhile: one Ready, one fsync for all.
+			for more := true; more; {
+				select {
+				case p := <-n.propc:
+					n.propose(p)
+				default:
+					more = false
+				}
+			}
+		case m := <-n.recvc:
+			if err := n.rn.Step(m); err != nil {
+				n.lg.Debug("step failed", zap.Error(err))
+			}
+		case <-n.readc:
+			n.issueRead()
+		case idx := <-n.compc:
+			if err := n.cfg.Storage.Compact(idx); err != nil {
+				n.lg.Warn("raft log compaction failed", zap.Uint64("index", idx), zap.Error(err))
+			}
+		}
+		for n.rn.HasReady() {
+			if err := n.handleReady(ctx); err != nil {
+				n.failReads(ErrStopped)
+				return err
+			}
+		}
+	}
+}
+
+func (n *Node) singleVoter() bool {
+	_, cs, err := n.cfg.Storage.InitialState()
+	return err == nil && len(cs.Voters) == 1 && cs.Voters[0] == n.cfg.ID
+}
+
+func (n *Node) propose(p proposal) {
+	err := n.rn.Propose(p.data)
+	if errors.Is(err, raft.ErrProposalDropped) && n.lead.Load() == raft.None {
+		err = ErrNoLeader
+	}
+	p.errc <- err
+}
+
+func (n *Node) issueRead() {
+	n.readMu.Lock()
+	b := n.pendingRead
+	n.pendingRead = nil
+	n.readMu.Unlock()
+	if b == nil {
+		return
+	}
+	if n.lead.Load() == raft.None {
+		b.err = ErrNoLeader
+		close(b.done)
+		return
+	}
+	n.readSeq++
+	rctx := binary.BigEndian.AppendUint64(nil, n.readSeq)
+	n.inflight[string(rctx)] = b
+	n.rn.ReadIndex(rctx)
+}
+
+func (n *Node) failReads(err error) {
+	for k, b := range n.inflight {
+		b.err = err
+		close(b.done)
+		delete(n.inflight, k)
+	}
+}
+
+func (n *Node) handleReady(ctx context.Context) error {
+	rd := n.rn.Ready()
+	if rd.SoftState != nil {
+		if old := n.lead.Swap(rd.SoftState.Lead); old != rd.SoftState.Lead {
+			n.lg.Info("leader changed", zap.Uint64("from", old), zap.Uint64("to", rd.SoftState.Lead))
+			// A read round in flight under the old leader may never be
+			// answered, or be answered by a deposed leader: retry it.
+			n.failReads(ErrLeaderChanged)
+		}
+	}
+	if rd.HardState != nil {
+		n.term.Store(rd.HardState.GetTerm())
+		n.committed.Store(rd.HardState.GetCommit())
+	}
+	if !raft.IsEmptySnap(rd.Snapshot) {
+		return fmt.Errorf("raftnode: received a raft snapshot at index %d; snapshot installation arrives with multi-member support",
+			rd.Snapshot.GetMetadata().GetIndex())
+	}
+	// 1. Persist before anything depends on it.
+	if err := n.cfg.Storage.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
+		return fmt.Errorf("raftnode: persist ready: %w", err)
+	}
+	// 2. Messages may now promise what is durable.
+	if len(rd.Messages) > 0 && n.cfg.Transport != nil {
+		n.cfg.Transport.Send(rd.Messages)
+	}
+	for _, rs := range rd.ReadStates {
+		if b, ok := n.inflight[string(rs.RequestCtx)]; ok {
+			b.index = rs.Index
+			close(b.done)
+			delete(n.inflight, string(rs.RequestCtx))
+		}
+	}
+	// 3. Committed entries go to the applier, in order.
+	if len(rd.CommittedEntries) > 0 {
+		a := Apply{Entries: rd.CommittedEntries}
+		for _, e := range rd.CommittedEntries {
+			cs, err := n.applyConfChange(e)
+			if err != nil {
+				return err
+			}
+			if cs != nil {
+				if a.ConfStates == nil {
+					a.ConfStates = make(map[uint64]*raftpb.ConfState)
+				}
+				a.ConfStates[e.GetIndex()] = cs
+			}
+		}
+		select {
+		case n.applyc <- a:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	// 4.
+	n.rn.Advance(rd)
+	return nil
+}
+
+func (n *Node) applyConfChange(e *raftpb.Entry) (*raftpb.ConfState, error) {
+	var cc raftpb.ConfChangeI
+	switch e.GetType() {
+	case raftpb.EntryType_EntryConfChange:
+		c := &raftpb.ConfChange{}
+		if err := proto.Unmarshal(e.GetData(), c); err != nil {
+			return nil, fmt.Errorf("raftnode: conf change at %d is corrupt: %w", e.GetIndex(), err)
+		}
+		cc = c
+	case raftpb.EntryType_EntryConfChangeV2:
+		c := &raftpb.ConfChangeV2{}
+		if err := proto.Unmarshal(e.GetData(), c); err != nil {
+			return nil, fmt.Errorf("raftnode: conf change at %d is corrupt: %w", e.GetIndex(), err)
+		}
+		cc = c
+	default:
+		return nil, nil
+	}
+	return n.rn.ApplyConfChange(cc), nil
+}
+
+// raftLogger adapts zap to raft.Logger.
+type raftLogger struct{ *zap.SugaredLogger }
+
+func (l *raftLogger) Warning(v ...interface{})                 { l.Warn(v...) }
+func (l *raftLogger) Warningf(format string, v ...interface{}) { l.Warnf(format, v...) }

@@ -1,0 +1,161 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/cairnkv/cairn/internal/api"
+	"github.com/cairnkv/cairn/internal/config"
+	"github.com/cairnkv/cairn/internal/member"
+)
+
+// grpcOverheadBytes is the slack etcd adds to --max-request-bytes for the
+// gRPC receive limit, so that the server, not gRPC, rejects big requests
+// with etcd's error.
+const grpcOverheadBytes = 512 * 1024
+
+// Server is a wired cairn member.
+type Server struct {
+	lg        *zap.Logger
+	cfg       config.Server
+	m         *member.Member
+	listeners []net.Listener
+	reg       *prometheus.Registry
+}
+
+// New opens the member's data and binds the client listeners.
+func New(lg *zap.Logger, cfg config.Server) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m, err := member.New(lg, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{lg: lg, cfg: cfg, m: m, reg: prometheus.NewRegistry()}
+	for _, raw := range cfg.ListenClientURLs {
+		u, err := url.Parse(raw)
+		if err != nil {
+			s.closeListeners()
+			return nil, fmt.Errorf("--listen-client-urls: %w", err)
+		}
+		l, err := net.Listen("tcp", u.Host)
+		if err != nil {
+			s.closeListeners()
+			return nil, fmt.Errorf("listen on client URL %s: %w", raw, err)
+		}
+		s.listeners = append(s.listeners, l)
+	}
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerMetrics(s.reg, m)
+	return s, nil
+}
+
+func (s *Server) closeListeners() {
+	for _, l := range s.listeners {
+		_ = l.Close()
+	}
+}
+
+// Run serves until ctx is done, then shuts down gracefully: stop accepting,
+// let in-flight RPCs finish (bounded), stop raft and the applier, close the
+// database.
+func (s *Server) Run(ctx context.Context) error {
+	gs := grpc.NewServer(
+		grpc.MaxRecvMsgSize(int(s.cfg.MaxRequestBytes+grpcOverheadBytes)),
+		grpc.MaxSendMsgSize(math.MaxInt32),
+		grpc.MaxConcurrentStreams(math.MaxUint32),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: false}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
+	)
+	pb.RegisterKVServer(gs, api.NewKV(s.m, int(s.cfg.MaxTxnOps)))
+	pb.RegisterMaintenanceServer(gs, api.NewMaintenance(s.m))
+	pb.RegisterClusterServer(gs, api.NewCluster(s.m))
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	hsrv := &http.Server{Handler: httpHandler(s.m, s.reg), ReadHeaderTimeout: 10 * time.Second}
+
+	memberCtx, stopMember := context.WithCancel(context.Background())
+	defer stopMember()
+	memberDone := make(chan error, 1)
+	go func() { memberDone <- s.m.Run(memberCtx) }()
+
+	g := new(errgroup.Group)
+	var splits []*splitListener
+	for _, l := range s.listeners {
+		sl := newSplitListener(l)
+		splits = append(splits, sl)
+		g.Go(func() error { sl.serve(); return nil })
+		g.Go(func() error {
+			if err := gs.Serve(sl.grpc); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				return fmt.Errorf("grpc serve: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			if err := hsrv.Serve(sl.http); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("http serve: %w", err)
+			}
+			return nil
+		})
+	}
+
+	var runErr error
+	select {
+	case <-s.m.Ready():
+		s.lg.Info("ready to serve client requests",
+			zap.Strings("listen-client-urls", s.cfg.ListenClientURLs),
+			zap.String("member-id", fmt.Sprintf("%x", s.m.ID())),
+			zap.String("cluster-id", fmt.Sprintf("%x", s.m.Cluster().ClusterID())))
+		select {
+		case <-ctx.Done():
+		case runErr = <-memberDone:
+			memberDone <- runErr
+		}
+	case <-ctx.Done():
+	case runErr = <-memberDone:
+		memberDone <- runErr
+	}
+	s.lg.Info("shutting down")
+	hs.Shutdown()
+	for _, sl := range splits {
+		_ = sl.close()
+	}
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		gs.Stop()
+		<-stopped
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = hsrv.Shutdown(shutCtx)
+	cancel()
+	stopMember()
+	merr := <-memberDone
+	if err := g.Wait(); err != nil && runErr == nil {
+		runErr = err
+	}
+	if runErr == nil {
+		runErr = merr
+	}
+	s.lg.Info("stopped")
+	return runErr
+}
