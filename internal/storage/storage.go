@@ -49,7 +49,7 @@ func Open(lg *zap.Logger, dir string) (*pebble.DB, error) {
 		CompactionConcurrencyRange:  func() (int, int) { return 1, 2 },
 		Logger:                      zapLogger{lg.Sugar()},
 	}
-		for i := range opts.Levels {
+	for i := range opts.Levels {
 		opts.Levels[i].BlockSize = 32 << 10
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 		opts.Levels[i].FilterType = pebble.TableFilter
