@@ -110,12 +110,9 @@ SERVER_PID=""
 CHILD_PID=""  # a running benchmark/load job, started in the background so that traps fire at once
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/cairn-bench-data.XXXXXX")
 cleanup() {
-  local rc=$? c
-  if [ -n "$CHILD_PID" ] && kill -0 "$CHILD_PID" 2>/dev/null; then
-    # its children (timeout -> benchmark) first; timeout passes the TERM on to benchmark
-    for c in $(ps -o pid= --ppid "$CHILD_PID" 2>/dev/null); do kill -TERM "$c" 2>/dev/null || true; done
-    kill -TERM "$CHILD_PID" 2>/dev/null || true
-  fi
+  local rc=$?
+  # a running job's children (timeout -> benchmark) first; timeout passes the TERM on
+  if [ -n "$CHILD_PID" ] && kill -0 "$CHILD_PID" 2>/dev/null; then kill_child; fi
   if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
     log "killing server pid $SERVER_PID"
     kill -TERM "$SERVER_PID" 2>/dev/null || true
@@ -163,8 +160,8 @@ fi
   echo "date: $(date -u +%FT%TZ)  host: $(hostname)  nproc: $(nproc)  $(go version 2>/dev/null || true)"
   echo "cpu: $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)  mem: $(awk '/^MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
   echo "cairn source: $(cd "$ROOT" && { git rev-parse --short HEAD 2>/dev/null || echo 'no commit'; }) $(cd "$ROOT" && [ -n "$(git status --porcelain 2>/dev/null | head -1)" ] && echo '(uncommitted changes)')"
-  echo "etcd: $("$BIN/etcd" --version 2>/dev/null | head -1 || echo '?')"
-  echo "etcdctl: $("$BIN/etcdctl" version 2>/dev/null | head -1 || echo '?')"
+  echo "etcd: $("$BIN/etcd" --version 2>/dev/null | sed -n 1p)"
+  echo "etcdctl: $("$BIN/etcdctl" version 2>/dev/null | sed -n 1p)"
   [ -f "$BIN/VERSIONS" ] && grep '^benchmark:' "$BIN/VERSIONS"
 } > "$OUT/versions.txt" 2>&1 || true
 
@@ -252,6 +249,28 @@ stop_server() {
   STOPPED_ONE=1
 }
 
+kill_child() {
+  local c
+  for c in $(ps -o pid= --ppid "$CHILD_PID" 2>/dev/null); do kill -TERM "$c" 2>/dev/null || true; done
+  kill -TERM "$CHILD_PID" 2>/dev/null || true
+}
+# Wait for the background job CHILD_PID; if the server dies meanwhile, stop the
+# job at once instead of letting the benchmark retry until BENCH_TIMEOUT.
+wait_child_or_server_death() {
+  local rc=0
+  while kill -0 "$CHILD_PID" 2>/dev/null; do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      log "server pid $SERVER_PID died during the test; stopping the benchmark"
+      kill_child
+      break
+    fi
+    sleep 0.2
+  done
+  wait "$CHILD_PID" || rc=$?
+  CHILD_PID=""
+  return $rc
+}
+
 # ---- the suite against one running server -----------------------------------------
 run_suite() { # $1=server ; writes $OUT/$1/suite.tsv
   local s=$1 dir=$OUT/$1 line name clients conns reqs args rc idle b0 b1 s0 s1 scpu bcpu ocpu rss
@@ -276,8 +295,7 @@ run_suite() { # $1=server ; writes $OUT/$1/suite.tsv
       time timeout "$BENCH_TIMEOUT" nice -n "$NICE" "$BIN/benchmark" --precise --endpoints="$EP" \
         --clients="$clients" --conns="$conns" $args > "$dir/$name.txt" 2>&1 ) 2> "$dir/$name.time" &
     CHILD_PID=$!
-    wait "$CHILD_PID" || rc=$?
-    CHILD_PID=""
+    wait_child_or_server_death || rc=$?
     b1=$(busy_ticks); s1=$(srv_ticks)
     bcpu=$(awk '{printf "%.1f", $1+$2}' "$dir/$name.time")
     scpu=$(awk -v a="$s0" -v b="$s1" -v t="$TICK" 'BEGIN{printf "%.2f", (b-a)/t}')
@@ -311,8 +329,7 @@ for s in $SERVERS; do
       BIN=$BIN NICE=$NICE TOTAL=$LOAD_TOTAL CLIENTS=$LOAD_CLIENTS CONNS=$LOAD_CONNS LOAD_TIMEOUT=$LOAD_TIMEOUT \
         "$ANCHORS/load-1m.sh" "$OUT/$s/load-1m" "$EP" "$SERVER_PID" "$WORK/$s-load" > "$OUT/$s/load-1m.stdout" 2>&1 &
       CHILD_PID=$!
-      wait "$CHILD_PID" || true
-      CHILD_PID=""
+      wait_child_or_server_death || true
       sed 's/^/    /' "$OUT/$s/load-1m/load-1m.txt" >&2 || true
       stop_server
       [ "${KEEP_DATA:-0}" = 1 ] || rm -rf "$WORK/$s-load"

@@ -82,23 +82,27 @@ func parseFlags(args []string, environ []string, stdout io.Writer) (cfg config.S
 	env, envWarnings := parseEnviron(p.fs, environ)
 	warnings = append(warnings, envWarnings...)
 
-	configFile := p.fs.Lookup("config-file").Value.String()
+	configFile, configKey := p.fs.Lookup("config-file").Value.String(), ""
 	if configFile == "" {
-		configFile, _ = env.lookup("config-file")
+		configFile, configKey = env.lookup("config-file")
 	}
 	if configFile != "" {
 		ignored := p.changedExcept("config-file")
-		ignored = append(ignored, env.flagVars("config-file")...)
-		fp := newFlagParser()
-		fileWarnings, err := fp.loadConfigFile(configFile)
-		warnings = append(warnings, fileWarnings...)
-		if err != nil {
-			return cfg, warnings, false, err
+		for _, k := range env.keys {
+			if k != configKey {
+				ignored = append(ignored, k)
+			}
 		}
 		if len(ignored) > 0 {
 			warnings = append(warnings, fmt.Sprintf(
 				"configuration loaded from %s; as in etcd, other command-line flags and environment variables are ignored: %s",
 				configFile, strings.Join(ignored, ", ")))
+		}
+		fp := newFlagParser()
+		fileWarnings, err := fp.loadConfigFile(configFile)
+		warnings = append(warnings, fileWarnings...)
+		if err != nil {
+			return cfg, warnings, false, err
 		}
 		cfg, buildWarnings, err := fp.build(true)
 		return cfg, append(warnings, buildWarnings...), false, err
@@ -257,23 +261,6 @@ func (e environment) lookup(flag string) (value, key string) {
 		}
 	}
 	return "", ""
-}
-
-// flagVars lists the set variables that mirror a flag, except the given flags.
-func (e environment) flagVars(except ...string) []string {
-	skip := map[string]bool{}
-	for _, f := range except {
-		for _, prefix := range envPrefixes {
-			skip[envKey(prefix, f)] = true
-		}
-	}
-	var out []string
-	for _, k := range e.keys {
-		if !skip[k] {
-			out = append(out, k)
-		}
-	}
-	return out
 }
 
 // applyEnv sets every flag not given on the command line from its

@@ -275,6 +275,11 @@ func (s *server) kill() {
 	p := s.proc
 	require.NotNil(t, p, "server not running")
 	s.proc = nil
+	select {
+	case <-p.exited:
+		t.Fatalf("server exited on its own before kill -9: %v", p.waitErr)
+	default:
+	}
 	require.NoError(t, p.cmd.Process.Kill())
 	<-p.exited
 }

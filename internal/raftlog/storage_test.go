@@ -1,0 +1,126 @@
+package raftlog
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cairnkv/cairn/internal/storage"
+)
+
+func ent(i, t uint64) *raftpb.Entry {
+	return &raftpb.Entry{Index: proto.Uint64(i), Term: proto.Uint64(t), Type: raftpb.EntryType_EntryNormal.Enum(), Data: []byte{byte(i)}}
+}
+
+func hs(term, commit uint64) *raftpb.HardState {
+	return &raftpb.HardState{Term: proto.Uint64(term), Commit: proto.Uint64(commit), Vote: proto.Uint64(1)}
+}
+
+func open(t *testing.T, dir string) (*Storage, func()) {
+	t.Helper()
+	db, err := storage.Open(nil, dir)
+	require.NoError(t, err)
+	s, err := Open(db)
+	require.NoError(t, err)
+	return s, func() { require.NoError(t, db.Close()) }
+}
+
+// Reference: raft doc.go "When writing an Entry with Index i, any
+// previously-persisted entries with Index >= i must be discarded."
+func TestSaveTruncatesOverwrittenSuffix(t *testing.T) {
+	s, done := open(t, t.TempDir())
+	defer done()
+	require.NoError(t, s.Save(hs(1, 0), []*raftpb.Entry{ent(1, 1), ent(2, 1), ent(3, 1), ent(4, 1)}, true))
+	require.NoError(t, s.Save(nil, []*raftpb.Entry{ent(3, 2)}, true))
+	last, _ := s.LastIndex()
+	require.EqualValues(t, 3, last)
+	tm, err := s.Term(3)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, tm)
+	ents, err := s.Entries(1, 4, 1<<30)
+	require.NoError(t, err)
+	require.Len(t, ents, 3)
+	require.EqualValues(t, 2, ents[2].GetTerm())
+	_, err = s.Term(4)
+	require.ErrorIs(t, err, raft.ErrUnavailable)
+	_, err = s.Entries(1, 5, 1<<30)
+	require.ErrorIs(t, err, raft.ErrUnavailable)
+}
+
+func TestSaveRejectsGap(t *testing.T) {
+	s, done := open(t, t.TempDir())
+	defer done()
+	require.NoError(t, s.Save(nil, []*raftpb.Entry{ent(1, 1)}, true))
+	require.Error(t, s.Save(nil, []*raftpb.Entry{ent(3, 1)}, true))
+}
+
+func TestEntriesMaxSizeReturnsAtLeastOne(t *testing.T) {
+	s, done := open(t, t.TempDir())
+	defer done()
+	require.NoError(t, s.Save(nil, []*raftpb.Entry{ent(1, 1), ent(2, 1), ent(3, 1)}, true))
+	ents, err := s.Entries(1, 4, 0)
+	require.NoError(t, err)
+	require.Len(t, ents, 1)
+	one := uint64(proto.Size(ent(1, 1)))
+	ents, err = s.Entries(1, 4, 2*one)
+	require.NoError(t, err)
+	require.Len(t, ents, 2)
+	// The caller may append to the returned slice.
+	_ = append(ents, ent(9, 9))
+}
+
+func TestCompactAndReopen(t *testing.T) {
+	dir := t.TempDir()
+	s, done := open(t, dir)
+	var es []*raftpb.Entry
+	for i := uint64(1); i <= 10; i++ {
+		es = append(es, ent(i, 1+i/5))
+	}
+	require.NoError(t, s.Save(hs(3, 10), es, true))
+	require.NoError(t, s.Compact(6))
+	first, _ := s.FirstIndex()
+	require.EqualValues(t, 7, first)
+	// Reference: raft Storage.Term must work for FirstIndex-1.
+	tm, err := s.Term(6)
+	require.NoError(t, err)
+	require.EqualValues(t, 2, tm)
+	_, err = s.Term(5)
+	require.ErrorIs(t, err, raft.ErrCompacted)
+	_, err = s.Entries(5, 8, 1<<30)
+	require.ErrorIs(t, err, raft.ErrCompacted)
+	snap, err := s.Snapshot()
+	require.NoError(t, err)
+	require.EqualValues(t, 6, snap.GetMetadata().GetIndex())
+	done()
+
+	s, done = open(t, dir)
+	defer done()
+	first, _ = s.FirstIndex()
+	last, _ := s.LastIndex()
+	require.EqualValues(t, 7, first)
+	require.EqualValues(t, 10, last)
+	h, _, err := s.InitialState()
+	require.NoError(t, err)
+	require.EqualValues(t, 10, h.GetCommit())
+	ents, err := s.Entries(7, 11, 1<<30)
+	require.NoError(t, err)
+	require.Len(t, ents, 4)
+	require.EqualValues(t, 7, ents[0].GetIndex())
+}
+
+func TestOpenRefusesCommitBeyondLog(t *testing.T) {
+	dir := t.TempDir()
+	s, done := open(t, dir)
+	require.NoError(t, s.Save(hs(1, 1), []*raftpb.Entry{ent(1, 1)}, true))
+	// A HardState claiming commit 5 with a log ending at 1 is corruption.
+	require.NoError(t, s.Save(hs(1, 5), nil, true))
+	done()
+	db, err := storage.Open(nil, dir)
+	require.NoError(t, err)
+	defer db.Close()
+	_, err = Open(db)
+	require.ErrorContains(t, err, "beyond the last log index")
+}
