@@ -662,6 +662,9 @@ func (p *flagParser) setFromNode(name, key string, n *yaml.Node) error {
 			return nil // "key:" with no value leaves the default, as in etcd
 		}
 		s = n.Value
+		if _, ok := f.Value.(*enumValue); ok && s == "" {
+			return nil // etcd: an empty initial-cluster-state means "new"
+		}
 		if _, ok := f.Value.(*durationValue); ok && n.Tag == "!!int" {
 			// Compat: etcd's config file takes durations as integer nanoseconds.
 			ns, err := strconv.ParseInt(n.Value, 0, 64)

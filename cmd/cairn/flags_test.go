@@ -187,7 +187,9 @@ func TestParseFlagsEnv(t *testing.T) {
 		{name: "CAIRN_ mirrors a flag", env: []string{"CAIRN_DATA_DIR=/a"},
 			want: func(c *config.Server) { c.DataDir = "/a" }},
 		{name: "ETCD_ mirrors a flag", env: []string{"ETCD_NAME=e1"},
-			want: func(c *config.Server) { c.Name, c.DataDir, c.InitialCluster = "e1", "e1.cairn", "e1=http://localhost:2380" }},
+			want: func(c *config.Server) {
+				c.Name, c.DataDir, c.InitialCluster = "e1", "e1.cairn", "e1=http://localhost:2380"
+			}},
 		{name: "numbers and lists", env: []string{
 			"CAIRN_HEARTBEAT_INTERVAL=50", "CAIRN_ELECTION_TIMEOUT=500", "ETCD_LOG_OUTPUTS=stdout",
 			"ETCD_LISTEN_CLIENT_URLS=http://10.0.0.1:2379", "ETCD_ADVERTISE_CLIENT_URLS=http://10.0.0.1:2379",
@@ -197,20 +199,28 @@ func TestParseFlagsEnv(t *testing.T) {
 			c.ListenClientURLs, c.AdvertiseClientURLs = []string{"http://10.0.0.1:2379"}, []string{"http://10.0.0.1:2379"}
 		}},
 		{name: "CAIRN_ beats ETCD_", env: []string{"ETCD_NAME=e", "CAIRN_NAME=c"},
-			want:         func(c *config.Server) { c.Name, c.DataDir, c.InitialCluster = "c", "c.cairn", "c=http://localhost:2380" },
+			want: func(c *config.Server) {
+				c.Name, c.DataDir, c.InitialCluster = "c", "c.cairn", "c=http://localhost:2380"
+			},
 			wantWarnings: []string{"environment variable ETCD_NAME is ignored: CAIRN_NAME takes precedence"}},
 		{name: "equal CAIRN_ and ETCD_ values are quiet", env: []string{"ETCD_SNAPSHOT_COUNT=7", "CAIRN_SNAPSHOT_COUNT=7"},
 			want: func(c *config.Server) { c.SnapshotCount = 7 }},
 		{name: "command line beats env", args: []string{"--name=f"}, env: []string{"CAIRN_NAME=c", "ETCD_NAME=e"},
-			want: func(c *config.Server) { c.Name, c.DataDir, c.InitialCluster = "f", "f.cairn", "f=http://localhost:2380" },
+			want: func(c *config.Server) {
+				c.Name, c.DataDir, c.InitialCluster = "f", "f.cairn", "f=http://localhost:2380"
+			},
 			wantWarnings: []string{
 				"environment variable CAIRN_NAME is ignored: --name is set on the command line",
 				"environment variable ETCD_NAME is ignored: --name is set on the command line",
 			}},
 		{name: "empty variables are ignored", env: []string{"CAIRN_NAME=", "ETCD_NAME=e"},
-			want: func(c *config.Server) { c.Name, c.DataDir, c.InitialCluster = "e", "e.cairn", "e=http://localhost:2380" }},
+			want: func(c *config.Server) {
+				c.Name, c.DataDir, c.InitialCluster = "e", "e.cairn", "e=http://localhost:2380"
+			}},
 		{name: "the first of duplicate variables wins", env: []string{"CAIRN_NAME=a", "CAIRN_NAME=b"},
-			want: func(c *config.Server) { c.Name, c.DataDir, c.InitialCluster = "a", "a.cairn", "a=http://localhost:2380" }},
+			want: func(c *config.Server) {
+				c.Name, c.DataDir, c.InitialCluster = "a", "a.cairn", "a=http://localhost:2380"
+			}},
 		{name: "unrelated variables are quiet", env: []string{"PATH=/bin", "ETCDCTL_API=3", "CAIRNCTL_ENDPOINTS=x", "junk"},
 			want: func(*config.Server) {}},
 		// Compat: etcd warns about unrecognized ETCD_ variables rather than failing.
@@ -554,6 +564,7 @@ proxy: 'off'
 			gateWarning,
 		}},
 		{name: "empty file", file: "# nothing\n", want: func(*config.Server) {}},
+		{name: "empty values keep the defaults", file: "initial-cluster-state: ''\ndata-dir: ''\nlog-level:\n", want: func(*config.Server) {}},
 		{name: "name alone", file: "name: n2\n", want: func(c *config.Server) {
 			c.Name, c.DataDir, c.InitialCluster = "n2", "n2.cairn", "n2=http://localhost:2380"
 		}},
