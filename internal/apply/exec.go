@@ -49,7 +49,9 @@ func Range(v View, r *pb.RangeRequest) (*pb.RangeResponse, error) {
 	if limit > 0 {
 		limit++ // one more, to know whether there are more
 	}
-	rr, err := v.Range(r.Key, r.RangeEnd, mvcc.RangeOptions{Limit: limit, Rev: r.Revision, CountOnly: r.CountOnly, KeysOnly: r.KeysOnly})
+	// Compat: etcd sorts by value before it drops values for keys_only.
+	keysOnly := r.KeysOnly && r.SortTarget != pb.RangeRequest_VALUE
+	rr, err := v.Range(r.Key, r.RangeEnd, mvcc.RangeOptions{Limit: limit, Rev: r.Revision, CountOnly: r.CountOnly, KeysOnly: keysOnly})
 	if err != nil {
 		return nil, err
 	}
@@ -86,6 +88,11 @@ func Range(v View, r *pb.RangeRequest) (*pb.RangeResponse, error) {
 	if r.Limit > 0 && int64(len(kvs)) > r.Limit {
 		kvs = kvs[:r.Limit]
 		resp.More = true
+	}
+	if r.KeysOnly && !keysOnly {
+		for _, kv := range kvs {
+			kv.Value = nil
+		}
 	}
 	if !r.CountOnly {
 		resp.Kvs = kvs

@@ -42,7 +42,7 @@ func runCtlSteps(t *testing.T, s *server, steps []ctlStep) {
 	for i, st := range steps {
 		name := fmt.Sprintf("%02d_%s", i, st.name)
 		t.Run(name, func(t *testing.T) {
-			r := s.etcdctl(st.stdin, st.args...)
+			r := s.etcdctl(t, st.stdin, st.args...)
 			cmdline := "etcdctl " + strings.Join(st.args, " ")
 			if st.err != "" {
 				code := st.code
@@ -330,11 +330,11 @@ func TestEtcdctlErrors(t *testing.T) {
 
 func TestEtcdctlEndpointAndMember(t *testing.T) {
 	s := startServer(t)
-	r := s.etcdctl("", "put", "foo", "bar") // rev 2
+	r := s.etcdctl(t, "", "put", "foo", "bar") // rev 2
 	require.Equal(t, 0, r.code, r.stderr)
 
 	// member list -w json gives the member ID every other output must agree on.
-	r = s.etcdctl("", "member", "list", "-w", "json")
+	r = s.etcdctl(t, "", "member", "list", "-w", "json")
 	require.Equal(t, 0, r.code, r.stderr)
 	var ml struct {
 		Header struct {
@@ -364,13 +364,13 @@ func TestEtcdctlEndpointAndMember(t *testing.T) {
 	id := hexID(m.ID)
 
 	t.Run("member list", func(t *testing.T) {
-		r := s.etcdctl("", "member", "list")
+		r := s.etcdctl(t, "", "member", "list")
 		require.Equal(t, 0, r.code, r.stderr)
 		require.Equal(t, fmt.Sprintf("%s, started, %s, %s, %s, false\n", id, s.name, s.peerURL(), s.clientURL()), r.stdout)
 	})
 
 	t.Run("endpoint status", func(t *testing.T) {
-		r := s.etcdctl("", "endpoint", "status")
+		r := s.etcdctl(t, "", "endpoint", "status")
 		require.Equal(t, 0, r.code, r.stderr)
 		require.True(t, strings.HasSuffix(r.stdout, "\n") && strings.Count(r.stdout, "\n") == 1, "one line: %q", r.stdout)
 		f := strings.Split(strings.TrimSuffix(r.stdout, "\n"), ", ")
@@ -390,7 +390,7 @@ func TestEtcdctlEndpointAndMember(t *testing.T) {
 	})
 
 	t.Run("endpoint status json", func(t *testing.T) {
-		r := s.etcdctl("", "endpoint", "status", "-w", "json")
+		r := s.etcdctl(t, "", "endpoint", "status", "-w", "json")
 		require.Equal(t, 0, r.code, r.stderr)
 		var st []struct {
 			Endpoint string `json:"Endpoint"`
@@ -432,13 +432,13 @@ func TestEtcdctlEndpointAndMember(t *testing.T) {
 	})
 
 	t.Run("endpoint health", func(t *testing.T) {
-		r := s.etcdctl("", "endpoint", "health")
+		r := s.etcdctl(t, "", "endpoint", "health")
 		require.Equal(t, 0, r.code, r.stderr)
 		require.Regexp(t, "^"+regexp.QuoteMeta(s.endpoint)+` is healthy: successfully committed proposal: took = \S+\n$`, r.stdout)
 	})
 
 	t.Run("endpoint health json", func(t *testing.T) {
-		r := s.etcdctl("", "endpoint", "health", "-w", "json")
+		r := s.etcdctl(t, "", "endpoint", "health", "-w", "json")
 		require.Equal(t, 0, r.code, r.stderr)
 		var h []struct {
 			Endpoint string `json:"endpoint"`

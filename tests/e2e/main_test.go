@@ -25,13 +25,16 @@ const (
 	// readyLine is logged by etcd (embed/serve.go) and by cairn once the
 	// client port serves requests.
 	readyLine = "ready to serve client requests"
-	// raceReport is what a -race binary prints when it finds a data race.
-	raceReport = "WARNING: DATA RACE"
 
 	startTimeout = 60 * time.Second // a -race server on a busy 2-core box
 	stopTimeout  = 30 * time.Second
 	opTimeout    = 30 * time.Second
 )
+
+// crashReports are what the Go runtime prints, at the start of a line, for
+// a data race found by a -race binary, a panic and a fatal error. A server
+// log that contains one fails the test.
+var crashReports = []string{"WARNING: DATA RACE", "\npanic: ", "\nfatal error: "}
 
 // binaries are built (or taken from the environment) once by TestMain.
 var binaries struct {
@@ -62,28 +65,38 @@ func buildBinaries(dir string) error {
 	if err != nil {
 		return err
 	}
+	var builds []func() error
 	binaries.server = os.Getenv("E2E_SERVER_BINARY")
 	if binaries.server == "" {
 		binaries.server = filepath.Join(dir, "cairn")
-		if err := goBuild(root, "-race", "-o", binaries.server, "./cmd/cairn"); err != nil {
-			return err
-		}
+		builds = append(builds, func() error {
+			return goBuild(root, "-race", "-o", binaries.server, "./cmd/cairn")
+		})
 	}
 	binaries.etcdctl = os.Getenv("E2E_ETCDCTL_BINARY")
 	if binaries.etcdctl == "" {
 		binaries.etcdctl = filepath.Join(dir, "etcdctl")
 		// etcdctl is pinned in go.mod as a tool dependency.
-		if err := goBuild(root, "-o", binaries.etcdctl, "go.etcd.io/etcd/etcdctl/v3"); err != nil {
-			return err
-		}
+		builds = append(builds, func() error {
+			return goBuild(root, "-o", binaries.etcdctl, "go.etcd.io/etcd/etcdctl/v3")
+		})
 	}
-	return nil
+	errs := make([]error, len(builds))
+	var wg sync.WaitGroup
+	for i, build := range builds {
+		wg.Go(func() { errs[i] = build() })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func goBuild(root string, args ...string) error {
 	gobin, err := exec.LookPath("go")
 	if err != nil {
-		return fmt.Errorf("go tool not found: %w", err)
+		gobin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+		if _, statErr := os.Stat(gobin); statErr != nil {
+			return fmt.Errorf("go tool not found in PATH (%v) nor in $GOROOT/bin", err)
+		}
 	}
 	cmd := exec.Command(gobin, append([]string{"build"}, args...)...)
 	cmd.Dir = root
@@ -92,6 +105,19 @@ func goBuild(root string, args ...string) error {
 		return fmt.Errorf("go build %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	return nil
+}
+
+// noteInputs makes `go test` caching see what the tests depend on. TestMain
+// runs before the test log that go test reads is on, so its Getenv calls and
+// the binaries it builds would otherwise be invisible, and a cached result
+// could be replayed for another server binary or changed cairn sources. The
+// cairn binary is built into a new directory every run, so a run that
+// builds it is never a cache hit.
+func noteInputs() {
+	os.Getenv("E2E_SERVER_BINARY")
+	os.Getenv("E2E_ETCDCTL_BINARY")
+	_, _ = os.Stat(binaries.server)
+	_, _ = os.Stat(binaries.etcdctl)
 }
 
 // repoRoot walks up from the test's working directory to the go.mod of the
@@ -139,17 +165,39 @@ type process struct {
 // the test failed), when the test ends.
 func startServer(t testing.TB) *server {
 	t.Helper()
+	noteInputs()
 	base := t.TempDir() // before Cleanup below: removed after the logs are read
-	clientPort, peerPort := freePort(t), freePort(t)
+	s := &server{
+		t:       t,
+		name:    "e2e",
+		dataDir: filepath.Join(base, "data"),
+		logDir:  base,
+	}
+	t.Cleanup(s.cleanup)
+	// A port found free can be taken by another process (another test
+	// package runs in parallel) before the server binds it: pick new ports
+	// and try again, a bounded number of times.
+	const attempts = 3
+	for i := 1; ; i++ {
+		s.pickPorts()
+		err := s.tryStart()
+		if err == nil {
+			return s
+		}
+		if !errors.Is(err, errAddrInUse) || i == attempts {
+			t.Fatal(err)
+		}
+		t.Logf("attempt %d: %v; retrying on other ports", i, err)
+		require.NoError(t, os.RemoveAll(s.dataDir))
+	}
+}
+
+// pickPorts chooses free client and peer ports and sets the server flags.
+func (s *server) pickPorts() {
+	clientPort, peerPort := freePort(s.t), freePort(s.t)
 	clientURL := fmt.Sprintf("http://127.0.0.1:%d", clientPort)
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
-	s := &server{
-		t:        t,
-		name:     "e2e",
-		dataDir:  filepath.Join(base, "data"),
-		logDir:   base,
-		endpoint: fmt.Sprintf("127.0.0.1:%d", clientPort),
-	}
+	s.endpoint = fmt.Sprintf("127.0.0.1:%d", clientPort)
 	s.args = []string{
 		"--name", s.name,
 		"--data-dir", s.dataDir,
@@ -159,9 +207,6 @@ func startServer(t testing.TB) *server {
 		"--initial-advertise-peer-urls", peerURL,
 		"--initial-cluster", s.name + "=" + peerURL,
 	}
-	t.Cleanup(s.cleanup)
-	s.start()
-	return s
 }
 
 func freePort(t testing.TB) int {
@@ -185,9 +230,21 @@ func (s *server) peerURL() string {
 	panic("no peer URL")
 }
 
-// start runs the server process on the data directory and waits until it is
-// ready.
+// errAddrInUse is returned by tryStart when the server could not bind a port.
+var errAddrInUse = errors.New("address already in use")
+
+// start runs the server process on the data directory (again) and waits
+// until it is ready.
 func (s *server) start() {
+	s.t.Helper()
+	if err := s.tryStart(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// tryStart runs the server process and waits until it serves linearizable
+// reads.
+func (s *server) tryStart() error {
 	t := s.t
 	t.Helper()
 	require.Nil(t, s.proc, "server already running")
@@ -216,35 +273,36 @@ func (s *server) start() {
 	case <-p.ready:
 	case <-p.exited:
 		s.proc = nil
-		t.Fatalf("server exited before logging %q: %v (log %s)", readyLine, p.waitErr, logPath)
+		b, _ := os.ReadFile(logPath)
+		if bytes.Contains(b, []byte(errAddrInUse.Error())) {
+			return fmt.Errorf("server exited before logging %q: %w (log %s)", readyLine, errAddrInUse, logPath)
+		}
+		return fmt.Errorf("server exited before logging %q: %v (log %s)", readyLine, p.waitErr, logPath)
 	case <-deadline.C:
-		t.Fatalf("server did not log %q within %v (log %s)", readyLine, startTimeout, logPath)
+		return fmt.Errorf("server did not log %q within %v (log %s)", readyLine, startTimeout, logPath)
 	}
-	s.waitServing(deadline.C)
+	return s.waitServing(deadline.C)
 }
 
 // waitServing polls with linearizable reads until one succeeds.
-func (s *server) waitServing(deadline <-chan time.Time) {
-	t := s.t
-	t.Helper()
+func (s *server) waitServing(deadline <-chan time.Time) error {
 	cli := s.newClient()
 	defer cli.Close()
-	var lastErr error
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, lastErr = cli.Get(ctx, "e2e-readiness-probe")
+		_, err := cli.Get(ctx, "e2e-readiness-probe")
 		cancel()
-		if lastErr == nil {
-			return
+		if err == nil {
+			return nil
 		}
 		retry := time.NewTimer(50 * time.Millisecond)
 		select {
 		case <-retry.C:
 		case <-s.proc.exited:
-			t.Fatalf("server exited while waiting for a linearizable read: %v", s.proc.waitErr)
+			return fmt.Errorf("server exited while waiting for a linearizable read: %v", s.proc.waitErr)
 		case <-deadline:
 			retry.Stop()
-			t.Fatalf("no successful linearizable read within %v: %v", startTimeout, lastErr)
+			return fmt.Errorf("no successful linearizable read within %v: %v", startTimeout, err)
 		}
 	}
 }
@@ -256,6 +314,10 @@ func (s *server) stop() {
 	p := s.proc
 	require.NotNil(t, p, "server not running")
 	s.proc = nil
+	if s.exited(p) {
+		t.Errorf("server exited on its own before SIGTERM: %v", p.waitErr)
+		return
+	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	timer := time.NewTimer(stopTimeout)
 	defer timer.Stop()
@@ -275,13 +337,21 @@ func (s *server) kill() {
 	p := s.proc
 	require.NotNil(t, p, "server not running")
 	s.proc = nil
-	select {
-	case <-p.exited:
+	if s.exited(p) {
 		t.Fatalf("server exited on its own before kill -9: %v", p.waitErr)
-	default:
 	}
 	require.NoError(t, p.cmd.Process.Kill())
 	<-p.exited
+}
+
+// exited reports whether the process p has exited.
+func (s *server) exited(p *process) bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
 }
 
 func (s *server) cleanup() {
@@ -295,8 +365,11 @@ func (s *server) cleanup() {
 			t.Errorf("read server log: %v", err)
 			continue
 		}
-		if i := bytes.Index(b, []byte(raceReport)); i >= 0 {
-			t.Errorf("server log %s reports a data race:\n%s", filepath.Base(path), b[i:min(len(b), i+8<<10)])
+		b = append([]byte("\n"), b...) // crash reports start a line
+		for _, bad := range crashReports {
+			if i := bytes.Index(b, []byte(bad)); i >= 0 {
+				t.Errorf("server log %s reports %q:\n%s", filepath.Base(path), strings.TrimSpace(bad), b[i:min(len(b), i+8<<10)])
+			}
 		}
 	}
 	if !t.Failed() {
@@ -347,8 +420,7 @@ func (r ctlResult) errLine() string {
 }
 
 // etcdctl runs etcdctl against the server with stdin as input.
-func (s *server) etcdctl(stdin string, args ...string) ctlResult {
-	t := s.t
+func (s *server) etcdctl(t testing.TB, stdin string, args ...string) ctlResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()

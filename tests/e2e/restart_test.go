@@ -185,7 +185,8 @@ func writeUntilKilled(t *testing.T, s *server, round int) []crashWrite {
 		acks     []crashWrite
 		failures []string
 		killed   atomic.Bool
-		target   = make(chan struct{})
+		first    = make(chan struct{}) // closed at the first acknowledgement
+		target   = make(chan struct{}) // closed at crashAckTarget of them
 		wg       sync.WaitGroup
 	)
 	clients := make([]*clientv3.Client, crashWriters)
@@ -214,7 +215,10 @@ func writeUntilKilled(t *testing.T, s *server, round int) []crashWrite {
 				}
 				lastRev = cw.rev
 				acks = append(acks, cw)
-				if len(acks) == crashAckTarget {
+				switch len(acks) {
+				case 1:
+					close(first)
+				case crashAckTarget:
 					close(target)
 				}
 				mu.Unlock()
@@ -228,19 +232,14 @@ func writeUntilKilled(t *testing.T, s *server, round int) []crashWrite {
 	case <-target:
 	case <-enough.C:
 	}
-	mu.Lock()
-	n := len(acks)
-	mu.Unlock()
-	if n == 0 {
-		// A slow server: wait (bounded) for the first acknowledgement.
-		deadline := time.Now().Add(crashWaitAcks)
-		for n == 0 && time.Now().Before(deadline) && !s.exitedEarly() {
-			poll := time.NewTimer(20 * time.Millisecond)
-			<-poll.C
-			mu.Lock()
-			n = len(acks)
-			mu.Unlock()
-		}
+	// A slow server may not have acknowledged anything yet: give it a
+	// bounded while longer.
+	slow := time.NewTimer(crashWaitAcks)
+	defer slow.Stop()
+	select {
+	case <-first:
+	case <-slow.C:
+	case <-s.proc.exited:
 	}
 	killed.Store(true)
 	s.kill() // SIGKILL with puts in flight: the writers never pause
@@ -248,16 +247,6 @@ func writeUntilKilled(t *testing.T, s *server, round int) []crashWrite {
 	wg.Wait()
 	require.Empty(t, failures, "round %d", round)
 	return acks
-}
-
-// exitedEarly reports whether the running server process has exited.
-func (s *server) exitedEarly() bool {
-	select {
-	case <-s.proc.exited:
-		return true
-	default:
-		return false
-	}
 }
 
 // verifyCrashStore checks the store against the acknowledged puts of the
