@@ -141,6 +141,11 @@ if [ -n "$missing" ]; then
   for b in $need_anchor_bins; do [ -x "$BIN/$b" ] || die "$BIN/$b still missing after build"; done
 fi
 
+# cairn source version, taken before the build (the tree may change while we run)
+CAIRN_REV="$(cd "$ROOT" && { git rev-parse --short HEAD 2>/dev/null || echo 'no commit'; })"
+if [ -n "$(cd "$ROOT" && git status --porcelain -- . ':(exclude)bench' 2>/dev/null | head -1)" ]; then
+  CAIRN_REV+=" + uncommitted changes"
+fi
 mkdir -p "$OUT/bin"
 declare -A SRV_BIN
 SRV_BIN[etcd]=$BIN/etcd
@@ -159,7 +164,7 @@ fi
 {
   echo "date: $(date -u +%FT%TZ)  host: $(hostname)  nproc: $(nproc)  $(go version 2>/dev/null || true)"
   echo "cpu: $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)  mem: $(awk '/^MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
-  echo "cairn source: $(cd "$ROOT" && { git rev-parse --short HEAD 2>/dev/null || echo 'no commit'; }) $(cd "$ROOT" && [ -n "$(git status --porcelain 2>/dev/null | head -1)" ] && echo '(uncommitted changes)')"
+  if [ -n "${CAIRN_BIN:-}" ]; then echo "cairn: $CAIRN_BIN (prebuilt)"; else echo "cairn source: $CAIRN_REV"; fi
   echo "etcd: $("$BIN/etcd" --version 2>/dev/null | sed -n 1p)"
   echo "etcdctl: $("$BIN/etcdctl" version 2>/dev/null | sed -n 1p)"
   [ -f "$BIN/VERSIONS" ] && grep '^benchmark:' "$BIN/VERSIONS"
@@ -302,7 +307,7 @@ run_suite() { # $1=server ; writes $OUT/$1/suite.tsv
     ocpu=$(awk -v a="$b0" -v b="$b1" -v t="$TICK" -v s="$scpu" -v c="$bcpu" 'BEGIN{o=(b-a)/t-s-c; if(o<0)o=0; printf "%.1f", o}')
     rss=$(srv_rss)
     res=$("$ANCHORS/parse-bench.sh" "$dir/$name.txt")
-    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$name" "$clients" "$conns" "$reqs" "$res" \
+    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$name" "$clients" "$conns" "$reqs" "$res" \
       "$rss" "$scpu" "$bcpu" "$ocpu" "$idle" "$rc" >> "$dir/suite.tsv"
     log "$s $name: $(tr '\t' ' ' <<< "$res" | awk '{printf "%s req/s, p99 %s ms, errors %s", $2, $5, $7}') rss=${rss}MiB srv_cpu=${scpu}s other_cpu=${ocpu}s idle_before=${idle}% rc=$rc"
   done
