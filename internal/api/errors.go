@@ -43,6 +43,28 @@ func togRPC(err error) error {
 		return rpctypes.ErrGRPCStopped
 	case errors.Is(err, apply.ErrUnsupported):
 		return rpctypes.ErrGRPCNotCapable
+	case errors.Is(err, member.ErrBadURLs):
+		return rpctypes.ErrGRPCMemberBadURLs
+	case errors.Is(err, member.ErrPeerURLExist):
+		return rpctypes.ErrGRPCPeerURLExist
+	case errors.Is(err, member.ErrMemberNotFound):
+		return rpctypes.ErrGRPCMemberNotFound
+	case errors.Is(err, member.ErrNotLearner):
+		return rpctypes.ErrGRPCMemberNotLearner
+	case errors.Is(err, member.ErrLearnerNotReady):
+		return rpctypes.ErrGRPCLearnerNotReady
+	case errors.Is(err, member.ErrTooManyLearners):
+		return rpctypes.ErrGRPCTooManyLearners
+	case errors.Is(err, member.ErrNotEnoughStarted):
+		return rpctypes.ErrGRPCMemberNotEnoughStarted
+	case errors.Is(err, member.ErrNotLeader):
+		return rpctypes.ErrGRPCNotLeader
+	case errors.Is(err, member.ErrBadTransferee):
+		return rpctypes.ErrGRPCBadLeaderTransferee
+	case errors.Is(err, member.ErrReconfigInProgress):
+		// etcd lets raft drop a second pending change and times out;
+		// Cairn answers with the same error at once.
+		return rpctypes.ErrGRPCTimeout
 	case errors.Is(err, context.Canceled):
 		return rpctypes.ErrGRPCCanceled
 	case errors.Is(err, context.DeadlineExceeded):

@@ -10,8 +10,7 @@ import (
 )
 
 // Maintenance serves etcdserverpb.Maintenance. RPCs not listed here answer
-// Unimplemented until they are built (Snapshot, Hash, HashKV, MoveLeader,
-// Downgrade).
+// Unimplemented until they are built (Snapshot, Hash, HashKV, Downgrade).
 type Maintenance struct {
 	pb.UnimplementedMaintenanceServer
 	m *member.Member
@@ -33,6 +32,7 @@ func (s *Maintenance) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.Stat
 		RaftTerm:         st.Term,
 		RaftAppliedIndex: st.Applied,
 		StorageVersion:   "3.7.0",
+		IsLearner:        s.m.IsLearner(),
 	}, nil
 }
 
@@ -48,4 +48,12 @@ func (s *Maintenance) Defragment(ctx context.Context, _ *pb.DefragmentRequest) (
 		return nil, togRPC(err)
 	}
 	return &pb.DefragmentResponse{Header: s.m.Header(0)}, nil
+}
+
+// MoveLeader transfers leadership; it must be sent to the leader.
+func (s *Maintenance) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
+	if err := s.m.MoveLeader(ctx, r.TargetID); err != nil {
+		return nil, togRPC(err)
+	}
+	return &pb.MoveLeaderResponse{Header: s.m.Header(0)}, nil
 }

@@ -50,6 +50,10 @@ type Config struct {
 	SnapshotCount uint64
 	// CatchUpEntries stay in the log after a compaction for slow followers.
 	CatchUpEntries uint64
+	// InstallSnapshot replaces the state with a received snapshot and moves
+	// the raft storage to it (see package snapshot). Called on the applier
+	// goroutine, after every earlier entry has been applied.
+	InstallSnapshot func(snap *raftpb.Snapshot) error
 }
 
 // Applier applies committed entries.
@@ -81,19 +85,12 @@ func New(lg *zap.Logger, cfg Config) (*Applier, error) {
 		lg = zap.NewNop()
 	}
 	a := &Applier{lg: lg, cfg: cfg}
-	v, closer, err := cfg.DB.Get(schema.AppliedKey)
-	switch {
-	case errors.Is(err, pebble.ErrNotFound):
-	case err != nil:
-		return nil, fmt.Errorf("apply: read applied index: %w", err)
-	default:
-		defer closer.Close()
-		if len(v) != 16 {
-			return nil, fmt.Errorf("apply: applied index record has %d bytes, want 16", len(v))
-		}
-		a.applied.Store(binary.BigEndian.Uint64(v))
-		a.appliedTerm.Store(binary.BigEndian.Uint64(v[8:]))
+	index, term, err := readApplied(cfg.DB)
+	if err != nil {
+		return nil, err
 	}
+	a.applied.Store(index)
+	a.appliedTerm.Store(term)
 	a.lastCompact = a.applied.Load()
 	return a, nil
 }
@@ -151,8 +148,9 @@ func (a *Applier) Run(ctx context.Context, applyc <-chan raftnode.Apply) error {
 			}
 			batch = append(batch, ap)
 		}
-		// Everything already queued goes into the same Pebble batch.
-		for more := true; more && len(batch) < 64; {
+		// Everything already queued goes into the same Pebble batch, up to
+		// a snapshot, which must come after the entries before it.
+		for more := batch[0].Snapshot == nil; more && len(batch) < 64; {
 			select {
 			case ap, ok := <-applyc:
 				if !ok {
@@ -160,14 +158,61 @@ func (a *Applier) Run(ctx context.Context, applyc <-chan raftnode.Apply) error {
 					break
 				}
 				batch = append(batch, ap)
+				more = ap.Snapshot == nil
 			default:
 				more = false
 			}
 		}
+		var snap *raftnode.Apply
+		if last := batch[len(batch)-1]; last.Snapshot != nil {
+			snap = &last
+			batch = batch[:len(batch)-1]
+		}
 		if err := a.applyBatch(batch); err != nil {
 			return err
 		}
+		if snap != nil {
+			err := a.installSnapshot(snap.Snapshot)
+			snap.Done <- err
+			if err != nil {
+				return err
+			}
+		}
 	}
+}
+
+func (a *Applier) installSnapshot(snap *raftpb.Snapshot) error {
+	if a.cfg.InstallSnapshot == nil {
+		return errors.New("apply: snapshot installation is not configured")
+	}
+	if err := a.cfg.InstallSnapshot(snap); err != nil {
+		return err
+	}
+	index, term, err := readApplied(a.cfg.DB)
+	if err != nil {
+		return err
+	}
+	if index != snap.GetMetadata().GetIndex() {
+		return fmt.Errorf("apply: installed snapshot %d holds applied index %d", snap.GetMetadata().GetIndex(), index)
+	}
+	a.lastCompact = index
+	a.publishApplied(index, term)
+	return nil
+}
+
+func readApplied(r pebble.Reader) (index, term uint64, err error) {
+	v, closer, err := r.Get(schema.AppliedKey)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("apply: read applied index: %w", err)
+	}
+	defer closer.Close()
+	if len(v) != 16 {
+		return 0, 0, fmt.Errorf("apply: applied index record has %d bytes, want 16", len(v))
+	}
+	return binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:]), nil
 }
 
 func (a *Applier) applyBatch(batch []raftnode.Apply) error {
@@ -275,6 +320,12 @@ func (a *Applier) applyRequest(b *pebble.Batch, req *pb.InternalRaftRequest) Res
 	case req.Txn != nil:
 		t := s.Write(b)
 		resp, err := Txn(t, a.cfg.Leases, req.Txn)
+		if err != nil && t.Changed() {
+			// Every client-caused error is caught before the first write;
+			// one after it means a broken invariant, and committing half a
+			// txn would diverge from the other members. etcd panics here.
+			panic(fmt.Sprintf("apply: txn failed after staging writes at revision %d: %v", t.Rev(), err))
+		}
 		rev := t.End()
 		if err != nil {
 			return Result{Err: err}
@@ -306,8 +357,15 @@ func (a *Applier) applyRequest(b *pebble.Batch, req *pb.InternalRaftRequest) Res
 	return Result{Err: ErrUnsupported}
 }
 
-// applyConfChange records the membership effect of a conf change. Bootstrap
-// and MemberAdd carry the member as JSON in the change's context.
+// ConfContext is the JSON context of every conf change Cairn proposes: the
+// member record (for adds and updates) and the proposer's request ID, so the
+// proposer learns when the change is applied.
+type ConfContext struct {
+	Member    *membership.Member `json:"member,omitempty"`
+	RequestID uint64             `json:"requestID,omitempty"`
+}
+
+// applyConfChange records the membership effect of a conf change.
 func (a *Applier) applyConfChange(b *pebble.Batch, e *raftpb.Entry, cs *raftpb.ConfState) ([]func(), error) {
 	var fns []func()
 	if cs != nil {
@@ -334,29 +392,56 @@ func (a *Applier) applyConfChange(b *pebble.Batch, e *raftpb.Entry, cs *raftpb.C
 		}
 		changes, ctx = cc.GetChanges(), cc.GetContext()
 	}
+	var cctx ConfContext
+	if len(ctx) > 0 {
+		if err := json.Unmarshal(ctx, &cctx); err != nil {
+			return nil, fmt.Errorf("apply: conf change %d context: %w", e.GetIndex(), err)
+		}
+	}
 	for _, ch := range changes {
+		id := ch.GetNodeId()
 		switch ch.GetType() {
 		case raftpb.ConfChangeType_ConfChangeAddNode, raftpb.ConfChangeType_ConfChangeAddLearnerNode:
-			if len(ctx) == 0 {
-				continue
-			}
-			var m membership.Member
-			if err := json.Unmarshal(ctx, &m); err != nil {
-				return nil, fmt.Errorf("apply: conf change %d member context: %w", e.GetIndex(), err)
-			}
-			if m.ID != ch.GetNodeId() {
-				continue
-			}
-			m.IsLearner = ch.GetType() == raftpb.ConfChangeType_ConfChangeAddLearnerNode
-			sort.Strings(m.PeerURLs)
-			if old, ok := a.cfg.Cluster.Member(m.ID); ok {
-				m.Name, m.ClientURLs = old.Name, old.ClientURLs
+			learner := ch.GetType() == raftpb.ConfChangeType_ConfChangeAddLearnerNode
+			m, ok := a.cfg.Cluster.Member(id)
+			if ok {
+				m.IsLearner = learner // promotion (or a repeated add)
+			} else {
+				if cctx.Member == nil || cctx.Member.ID != id {
+					return nil, fmt.Errorf("apply: conf change %d adds member %x without its record", e.GetIndex(), id)
+				}
+				m = *cctx.Member
+				m.IsLearner = learner
+				sort.Strings(m.PeerURLs)
 			}
 			if err := membership.StageMember(b, m); err != nil {
 				return nil, err
 			}
 			fns = append(fns, func() { a.cfg.Cluster.SetMember(m) })
+		case raftpb.ConfChangeType_ConfChangeRemoveNode:
+			if err := membership.StageRemoveMember(b, id); err != nil {
+				return nil, err
+			}
+			fns = append(fns, func() { a.cfg.Cluster.RemoveMember(id) })
+		case raftpb.ConfChangeType_ConfChangeUpdateNode:
+			m, ok := a.cfg.Cluster.Member(id)
+			if !ok || cctx.Member == nil {
+				continue
+			}
+			m.PeerURLs = append([]string(nil), cctx.Member.PeerURLs...)
+			sort.Strings(m.PeerURLs)
+			if err := membership.StageMember(b, m); err != nil {
+				return nil, err
+			}
+			fns = append(fns, func() { a.cfg.Cluster.SetMember(m) })
 		}
+	}
+	if cctx.RequestID != 0 {
+		fns = append(fns, func() {
+			if a.cfg.Deliver != nil {
+				a.cfg.Deliver(cctx.RequestID, Result{})
+			}
+		})
 	}
 	return fns, nil
 }

@@ -14,6 +14,9 @@ import (
 // store (a read view, or a write txn that sees its own earlier writes).
 type View interface {
 	Range(key, end []byte, o mvcc.RangeOptions) (*mvcc.RangeResult, error)
+	// Rev is the revision a read observes; CompactRev the compacted one.
+	Rev() int64
+	CompactRev() int64
 }
 
 // Writer is a View that can also write; *mvcc.WriteTxn implements it.
@@ -59,10 +62,12 @@ func Range(v View, r *pb.RangeRequest) (*pb.RangeResponse, error) {
 	if filtered {
 		kept := kvs[:0]
 		for _, kv := range kvs {
-			if (r.MinModRevision > 0 && kv.ModRevision < r.MinModRevision) ||
-				(r.MaxModRevision > 0 && kv.ModRevision > r.MaxModRevision) ||
-				(r.MinCreateRevision > 0 && kv.CreateRevision < r.MinCreateRevision) ||
-				(r.MaxCreateRevision > 0 && kv.CreateRevision > r.MaxCreateRevision) {
+			// Compat: etcd tests the filters with != 0, so a negative max
+			// filters out every key.
+			if (r.MinModRevision != 0 && kv.ModRevision < r.MinModRevision) ||
+				(r.MaxModRevision != 0 && kv.ModRevision > r.MaxModRevision) ||
+				(r.MinCreateRevision != 0 && kv.CreateRevision < r.MinCreateRevision) ||
+				(r.MaxCreateRevision != 0 && kv.CreateRevision > r.MaxCreateRevision) {
 				continue
 			}
 			kept = append(kept, kv)
@@ -118,6 +123,10 @@ func sortLess(t pb.RangeRequest_SortTarget) func(a, b *mvccpb.KeyValue) bool {
 // checkPut enforces what etcd checks before a put executes: ignore_value and
 // ignore_lease need an existing key; a lease must exist.
 func checkPut(v View, leases Leases, r *pb.PutRequest) error {
+	// Compat: etcd checks the lease before the key.
+	if r.Lease != 0 && (leases == nil || !leases.Exists(r.Lease)) {
+		return ErrLeaseNotFound
+	}
 	if r.IgnoreValue || r.IgnoreLease {
 		rr, err := v.Range(r.Key, nil, mvcc.RangeOptions{})
 		if err != nil {
@@ -127,8 +136,23 @@ func checkPut(v View, leases Leases, r *pb.PutRequest) error {
 			return ErrKeyNotFound
 		}
 	}
-	if r.Lease != 0 && (leases == nil || !leases.Exists(r.Lease)) {
-		return ErrLeaseNotFound
+	return nil
+}
+
+// checkRangeRev rejects, before anything is written, a range at a
+// revision the txn could not read.
+func checkRangeRev(v View, r *pb.RangeRequest) error {
+	compact := v.CompactRev()
+	if compact == 0 {
+		compact = -1 // Compat: etcd's never-compacted mark
+	}
+	switch {
+	case r.Revision == 0:
+		return nil
+	case r.Revision > v.Rev():
+		return mvcc.ErrFutureRev
+	case r.Revision < compact:
+		return mvcc.ErrCompacted
 	}
 	return nil
 }
@@ -162,7 +186,7 @@ func put(w Writer, r *pb.PutRequest) (*pb.PutResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp := &pb.PutResponse{Header: &pb.ResponseHeader{}}
+	resp := &pb.PutResponse{Header: &pb.ResponseHeader{Revision: w.Rev()}}
 	if r.PrevKv {
 		resp.PrevKv = prev
 	}
@@ -175,7 +199,7 @@ func DeleteRange(w Writer, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, e
 	if err != nil {
 		return nil, err
 	}
-	resp := &pb.DeleteRangeResponse{Header: &pb.ResponseHeader{}, Deleted: int64(len(prevs))}
+	resp := &pb.DeleteRangeResponse{Header: &pb.ResponseHeader{Revision: w.Rev()}, Deleted: int64(len(prevs))}
 	if r.PrevKv {
 		resp.PrevKvs = prevs
 	}
@@ -217,6 +241,9 @@ func checkTxn(v View, leases Leases, r *pb.TxnRequest, path []bool) error {
 	_, err := walkPath(r, path, func(op *pb.RequestOp) error {
 		if p := op.GetRequestPut(); p != nil {
 			return checkPut(v, leases, p)
+		}
+		if rr := op.GetRequestRange(); rr != nil {
+			return checkRangeRev(v, rr)
 		}
 		return nil
 	})
@@ -367,17 +394,9 @@ func IsTxnReadOnly(r *pb.TxnRequest) bool {
 	return true
 }
 
-// SetTxnRevision fills header revisions of a write txn's responses.
+// SetTxnRevision sets the top-level header revision of a write txn's
+// response. Compat: etcd leaves the op headers as the ops set them and
+// nested txn headers at 0.
 func SetTxnRevision(r *pb.TxnResponse, rev int64) {
 	r.Header.Revision = rev
-	for _, op := range r.Responses {
-		switch x := op.Response.(type) {
-		case *pb.ResponseOp_ResponsePut:
-			x.ResponsePut.Header.Revision = rev
-		case *pb.ResponseOp_ResponseDeleteRange:
-			x.ResponseDeleteRange.Header.Revision = rev
-		case *pb.ResponseOp_ResponseTxn:
-			SetTxnRevision(x.ResponseTxn, rev)
-		}
-	}
 }

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,8 +24,10 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/membershippb"
 	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cairnkv/cairn/internal/apply"
@@ -35,6 +38,7 @@ import (
 	"github.com/cairnkv/cairn/internal/raftnode"
 	"github.com/cairnkv/cairn/internal/storage"
 	"github.com/cairnkv/cairn/internal/storage/schema"
+	"github.com/cairnkv/cairn/internal/transport"
 )
 
 // Errors of the request lifecycle.
@@ -62,15 +66,48 @@ type Member struct {
 	waits    map[uint64]chan apply.Result
 	stopping chan struct{}
 	ready    chan struct{}
+
+	transport    PeerTransport
+	initialPeers []membership.Member // peers to dial before the log says who they are
+	snaps        snapshotSource
+	confPending  atomic.Bool
+	peersMu      sync.Mutex
+	peers        map[uint64][]string // peer ID -> URLs the transport has
+}
+
+// PeerTransport carries raft messages and snapshots between members
+// (*transport.Transport, or an in-memory network in tests).
+type PeerTransport interface {
+	Send(msgs []*raftpb.Message)
+	AddPeer(id uint64, urls []string) error
+	UpdatePeer(id uint64, urls []string) error
+	RemovePeer(id uint64)
+	IsActive(id uint64) bool
+	Register(gs *grpc.Server)
+	ServerOptions() []grpc.ServerOption
+	Stop()
+}
+
+// Options are test seams; the zero value is production.
+type Options struct {
+	// NewTransport replaces the gRPC peer transport.
+	NewTransport func(localID, clusterID uint64, r transport.Raft, s transport.SnapshotStore) PeerTransport
+	// Ticks replaces the raft ticker (one tick per heartbeat interval).
+	Ticks <-chan time.Time
 }
 
 // New opens the data directory and prepares the member; Run starts it.
 func New(lg *zap.Logger, cfg config.Server) (*Member, error) {
+	return NewWithOptions(lg, cfg, Options{})
+}
+
+// NewWithOptions is New with test seams.
+func NewWithOptions(lg *zap.Logger, cfg config.Server, opts Options) (*Member, error) {
 	db, err := storage.Open(lg, cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	m, err := newMember(lg, cfg, db)
+	m, err := newMember(lg, cfg, db, opts)
 	if err != nil {
 		_ = db.Close()
 		return nil, err
@@ -78,10 +115,13 @@ func New(lg *zap.Logger, cfg config.Server) (*Member, error) {
 	return m, nil
 }
 
-func newMember(lg *zap.Logger, cfg config.Server, db *pebble.DB) (*Member, error) {
+func newMember(lg *zap.Logger, cfg config.Server, db *pebble.DB, opts Options) (*Member, error) {
 	m := &Member{lg: lg, cfg: cfg, db: db, waits: map[uint64]chan apply.Result{}, stopping: make(chan struct{}), ready: make(chan struct{})}
 	rs, err := raftlog.Open(db)
 	if err != nil {
+		return nil, err
+	}
+	if err := m.resumeInstall(rs); err != nil {
 		return nil, err
 	}
 	var peers []raft.Peer
@@ -111,38 +151,46 @@ func newMember(lg *zap.Logger, cfg config.Server, db *pebble.DB) (*Member, error
 		DB: db, Store: m.store, RaftStorage: rs, Cluster: m.cluster,
 		Deliver:        m.deliver,
 		CompactLog:     func(i uint64) { m.node.CompactLog(i) },
-		SnapshotCount:  cfg.SnapshotCount,
-		CatchUpEntries: 5000,
+		SnapshotCount:   cfg.SnapshotCount,
+		CatchUpEntries:  5000,
+		InstallSnapshot: func(snap *raftpb.Snapshot) error { return m.installSnapshot(rs, snap) },
 	})
 	if err != nil {
 		return nil, err
+	}
+	rs.SetSnapshotFunc(m.snaps.take(db))
+	if opts.NewTransport != nil {
+		m.transport = opts.NewTransport(m.id, m.cluster.ClusterID(), (*raftGlue)(m), (*snapGlue)(m))
+	} else {
+		m.transport = transport.New(lg.Named("transport"), transport.Config{
+			LocalID: m.id, ClusterID: m.cluster.ClusterID(), Raft: (*raftGlue)(m), Snapshots: (*snapGlue)(m),
+		})
 	}
 	tick := cfg.HeartbeatInterval
 	m.node, err = raftnode.New(lg.Named("raft"), raftnode.Config{
 		ID: m.id, Peers: peers, Storage: rs, Applied: m.applier.AppliedIndex(),
 		TickInterval: tick, HeartbeatTick: 1, ElectionTick: int(cfg.ElectionTimeout / tick),
+		Transport: m.transport, Ticks: opts.Ticks,
 	})
 	if err != nil {
 		return nil, err
 	}
+	m.cluster.OnChange(m.syncPeers)
+	m.syncPeers()
 	return m, nil
 }
 
 // bootstrap records the identity of a brand-new member and returns the
-// raft peers to bootstrap the log with.
+// raft peers to bootstrap the log with (none when joining a running
+// cluster: the leader then sends the log or a snapshot).
 func (m *Member) bootstrap() ([]raft.Peer, error) {
 	cfg := m.cfg
-	if cfg.InitialClusterState != "new" {
-		return nil, fmt.Errorf("member: --initial-cluster-state=existing needs a data dir of a member that joined; %s is empty (joining a running cluster arrives with multi-member support)", cfg.DataDir)
-	}
 	members, err := membership.ParseInitialCluster(cfg.InitialCluster, cfg.InitialClusterToken)
 	if err != nil {
 		return nil, err
 	}
 	var self *membership.Member
-	ids := make([]uint64, 0, len(members))
 	for i := range members {
-		ids = append(ids, members[i].ID)
 		if members[i].Name == cfg.Name {
 			self = &members[i]
 		}
@@ -150,19 +198,46 @@ func (m *Member) bootstrap() ([]raft.Peer, error) {
 	if self == nil {
 		return nil, fmt.Errorf("member: --initial-cluster %q has no member named %q (--name)", cfg.InitialCluster, cfg.Name)
 	}
-	a, b := slices.Clone(self.PeerURLs), slices.Clone(cfg.InitialAdvertisePeerURLs)
-	slices.Sort(a)
-	slices.Sort(b)
-	if !slices.Equal(a, b) {
+	if !sameURLs(self.PeerURLs, cfg.InitialAdvertisePeerURLs) {
 		return nil, fmt.Errorf("member: --initial-cluster has %s=%v but --initial-advertise-peer-urls is %v; they must match", cfg.Name, self.PeerURLs, cfg.InitialAdvertisePeerURLs)
 	}
-	if len(members) > 1 {
-		return nil, fmt.Errorf("member: --initial-cluster names %d members; this build runs single-member clusters only (multi-member support is in progress)", len(members))
+	var clusterID uint64
+	var peers []raft.Peer
+	if cfg.InitialClusterState == "existing" {
+		remote, err := fetchCluster(m.lg, members, cfg.Name)
+		if err != nil {
+			return nil, err
+		}
+		clusterID = remote.ClusterID
+		found := false
+		for _, rm := range remote.Members {
+			if sameURLs(rm.PeerURLs, cfg.InitialAdvertisePeerURLs) {
+				m.id, found = rm.ID, true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("member: the running cluster %x has no member with peer URLs %v; add it first (etcdctl member add %s --peer-urls=%s)",
+				clusterID, cfg.InitialAdvertisePeerURLs, cfg.Name, strings.Join(cfg.InitialAdvertisePeerURLs, ","))
+		}
+		m.initialPeers = remote.Members
+	} else {
+		ids := make([]uint64, 0, len(members))
+		for _, mem := range members {
+			ids = append(ids, mem.ID)
+			mem := mem
+			ctx, err := json.Marshal(apply.ConfContext{Member: &mem})
+			if err != nil {
+				return nil, err
+			}
+			peers = append(peers, raft.Peer{ID: mem.ID, Context: ctx})
+		}
+		clusterID = membership.ComputeClusterID(ids)
+		m.id = self.ID
+		m.initialPeers = members
 	}
-	m.id = self.ID
 	batch := m.db.NewBatch()
 	defer batch.Close()
-	if err := membership.StageClusterID(batch, membership.ComputeClusterID(ids)); err != nil {
+	if err := membership.StageClusterID(batch, clusterID); err != nil {
 		return nil, err
 	}
 	if err := batch.Set(localIDKey, binary.BigEndian.AppendUint64(nil, m.id), nil); err != nil {
@@ -171,17 +246,16 @@ func (m *Member) bootstrap() ([]raft.Peer, error) {
 	if err := batch.Commit(pebble.Sync); err != nil {
 		return nil, err
 	}
-	peers := make([]raft.Peer, 0, len(members))
-	for _, mem := range members {
-		ctx, err := json.Marshal(mem)
-		if err != nil {
-			return nil, err
-		}
-		peers = append(peers, raft.Peer{ID: mem.ID, Context: ctx})
-	}
-	m.lg.Info("bootstrapping a new cluster", zap.String("member-id", fmt.Sprintf("%x", m.id)),
-		zap.String("cluster-id", fmt.Sprintf("%x", membership.ComputeClusterID(ids))))
+	m.lg.Info("bootstrapping member", zap.String("member-id", fmt.Sprintf("%x", m.id)),
+		zap.String("cluster-id", fmt.Sprintf("%x", clusterID)), zap.String("initial-cluster-state", cfg.InitialClusterState))
 	return peers, nil
+}
+
+func sameURLs(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
 }
 
 // Run runs the member until ctx is done, then stops everything it owns.
@@ -195,7 +269,10 @@ func (m *Member) Run(ctx context.Context) error {
 		stopNode()
 		return nil
 	})
-	g.Go(func() error { return m.node.Run(nodeCtx) })
+	g.Go(func() error {
+		defer m.transport.Stop()
+		return m.node.Run(nodeCtx)
+	})
 	g.Go(func() error {
 		// Keep applying until the node closes the apply channel, so that
 		// nothing handed over is dropped mid-batch.
@@ -213,9 +290,21 @@ func (m *Member) Run(ctx context.Context) error {
 // publish waits until the member has a leader and has applied its log,
 // records its name and client URLs through raft, and marks it ready.
 func (m *Member) publish(ctx context.Context) {
-	for {
+	retry := time.NewTicker(m.cfg.HeartbeatInterval)
+	defer retry.Stop()
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-retry.C:
+			}
+		}
 		if ctx.Err() != nil {
 			return
+		}
+		if m.node.Leader() == 0 {
+			continue // an election is in progress
 		}
 		attempt, cancel := context.WithTimeout(ctx, m.requestTimeout())
 		err := m.LinearizableBarrier(attempt)
@@ -233,7 +322,9 @@ func (m *Member) publish(ctx context.Context) {
 			close(m.ready)
 			return
 		}
-		m.lg.Warn("failed to publish member attributes; retrying", zap.Error(err))
+		if ctx.Err() == nil {
+			m.lg.Warn("failed to publish member attributes; retrying", zap.Error(err))
+		}
 	}
 }
 

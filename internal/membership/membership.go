@@ -94,6 +94,7 @@ func ParseInitialCluster(s, token string) ([]Member, error) {
 // Cluster is the in-memory view of the member list, kept in step with the
 // applier's committed batches.
 type Cluster struct {
+	onChange  func()
 	mu        sync.RWMutex
 	clusterID uint64
 	members   map[uint64]*Member
@@ -101,29 +102,84 @@ type Cluster struct {
 
 // Load reads the cluster ID and members from r.
 func Load(r pebble.Reader) (*Cluster, error) {
-	c := &Cluster{members: map[uint64]*Member{}}
+	c := &Cluster{}
+	if err := c.Reload(r); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Reload replaces the in-memory view with what r holds (after a snapshot
+// was installed).
+func (c *Cluster) Reload(r pebble.Reader) error {
+	var clusterID uint64
+	members := map[uint64]*Member{}
 	v, closer, err := r.Get(schema.ClusterIDKey)
 	if err == nil {
 		if len(v) == 8 {
-			c.clusterID = binary.BigEndian.Uint64(v)
+			clusterID = binary.BigEndian.Uint64(v)
 		}
 		closer.Close()
 	} else if err != pebble.ErrNotFound {
-		return nil, err
+		return err
 	}
 	it, err := r.NewIter(&pebble.IterOptions{LowerBound: schema.MemberPrefix, UpperBound: schema.PrefixEnd(schema.MemberPrefix)})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer it.Close()
 	for valid := it.First(); valid; valid = it.Next() {
 		m := &Member{}
 		if err := json.Unmarshal(it.Value(), m); err != nil {
-			return nil, fmt.Errorf("membership: member record %x is corrupt: %w", it.Key(), err)
+			return fmt.Errorf("membership: member record %x is corrupt: %w", it.Key(), err)
 		}
-		c.members[m.ID] = m
+		members[m.ID] = m
 	}
-	return c, it.Error()
+	if err := it.Error(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.clusterID, c.members = clusterID, members
+	c.mu.Unlock()
+	c.changed()
+	return nil
+}
+
+// OnChange sets a function called (outside the lock) after every change
+// of the member list. Set it before the applier runs.
+func (c *Cluster) OnChange(fn func()) { c.onChange = fn }
+
+func (c *Cluster) changed() {
+	if c.onChange != nil {
+		c.onChange()
+	}
+}
+
+// StageRemoveMember deletes member id from b and marks the ID as removed
+// (IDs are never reused).
+func StageRemoveMember(b *pebble.Batch, id uint64) error {
+	if err := b.Delete(binary.BigEndian.AppendUint64(append([]byte(nil), schema.MemberPrefix...), id), nil); err != nil {
+		return err
+	}
+	return b.Set(binary.BigEndian.AppendUint64(append([]byte(nil), schema.RemovedMemberPrefix...), id), nil, nil)
+}
+
+// IsRemoved reports whether id was removed from the cluster.
+func IsRemoved(r pebble.Reader, id uint64) bool {
+	_, closer, err := r.Get(binary.BigEndian.AppendUint64(append([]byte(nil), schema.RemovedMemberPrefix...), id))
+	if err != nil {
+		return false
+	}
+	closer.Close()
+	return true
+}
+
+// RemoveMember updates the in-memory view after the batch committed.
+func (c *Cluster) RemoveMember(id uint64) {
+	c.mu.Lock()
+	delete(c.members, id)
+	c.mu.Unlock()
+	c.changed()
 }
 
 // ClusterID returns the cluster ID (0 before bootstrap is applied).
@@ -182,4 +238,5 @@ func (c *Cluster) SetMember(m Member) {
 	c.mu.Lock()
 	c.members[m.ID] = &m
 	c.mu.Unlock()
+	c.changed()
 }

@@ -225,3 +225,16 @@ func compactKey(db *pebble.DB, b *pebble.Batch, key []byte, to int64) error {
 	}
 	return it.Error()
 }
+
+// reset points the compactor at a replaced state.
+func (c *compactor) reset(finished, target int64) {
+	c.mu.Lock()
+	c.mu.finished, c.mu.target = finished, target
+	c.mu.Unlock()
+	if finished < target {
+		select {
+		case c.mu.kick <- struct{}{}:
+		default:
+		}
+	}
+}

@@ -286,3 +286,32 @@ func (v *ReadView) Range(key, end []byte, o RangeOptions) (*RangeResult, error) 
 
 // Close releases the view.
 func (v *ReadView) Close() { _ = v.snap.Close() }
+
+// Reload re-reads the revision state after the applier replaced the whole
+// state with a snapshot. Only the applier goroutine may call it.
+func (s *Store) Reload() error {
+	rev, err := readInt64(s.db, schema.RevisionKey)
+	if err != nil {
+		return err
+	}
+	if rev == 0 {
+		rev = 1
+	}
+	compact, err := readInt64(s.db, schema.ScheduledCompactKey)
+	if err != nil {
+		return err
+	}
+	finished, err := readInt64(s.db, schema.FinishedCompactKey)
+	if err != nil {
+		return err
+	}
+	s.writeRev, s.writeCompact = rev, compact
+	s.mu.Lock()
+	s.mu.rev, s.mu.compactRev = rev, compact
+	s.mu.Unlock()
+	s.compactor.reset(finished, compact)
+	return nil
+}
+
+// CompactRev is the compacted revision the view sees.
+func (v *ReadView) CompactRev() int64 { return v.compact }

@@ -162,3 +162,9 @@ func must(err error) {
 		panic(fmt.Sprintf("mvcc: staging into batch: %v", err))
 	}
 }
+
+// CompactRev is the compacted revision as this txn sees it.
+func (t *WriteTxn) CompactRev() int64 { return t.s.writeCompact }
+
+// Changed reports whether the txn staged any change.
+func (t *WriteTxn) Changed() bool { return t.changes > 0 }

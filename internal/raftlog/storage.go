@@ -26,6 +26,9 @@ import (
 // Storage is a raft.Storage backed by Pebble.
 type Storage struct {
 	db *pebble.DB
+	// snapshotFn, when set, produces the snapshot raft sends to a follower
+	// that is behind the compacted log: the member's applied state.
+	snapshotFn func() (*raftpb.Snapshot, error)
 
 	mu        sync.Mutex
 	hardState *raftpb.HardState
@@ -185,6 +188,9 @@ func (s *Storage) FirstIndex() (uint64, error) {
 // to. Shipping the state to a follower is done by the transport from a Pebble
 // snapshot (see package transport).
 func (s *Storage) Snapshot() (*raftpb.Snapshot, error) {
+	if s.snapshotFn != nil {
+		return s.snapshotFn()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return &raftpb.Snapshot{Metadata: &raftpb.SnapshotMetadata{
@@ -318,5 +324,59 @@ func (s *Storage) Compact(index uint64) error {
 	defer s.mu.Unlock()
 	s.terms = append([]uint64(nil), s.terms[index-s.snapIndex:]...)
 	s.snapIndex, s.snapTerm = index, term
+	return nil
+}
+
+// SetSnapshotFunc sets the function that produces snapshots for raft. Call
+// before raft starts.
+func (s *Storage) SetSnapshotFunc(fn func() (*raftpb.Snapshot, error)) { s.snapshotFn = fn }
+
+// ApplySnapshot moves the log to a snapshot the applier has installed: every
+// entry is discarded and the log restarts after meta's index, durably.
+func (s *Storage) ApplySnapshot(meta *raftpb.SnapshotMetadata) error {
+	data, err := proto.Marshal(meta)
+	if err != nil {
+		return err
+	}
+	cs, err := proto.Marshal(meta.GetConfState())
+	if err != nil {
+		return err
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := b.DeleteRange([]byte{schema.RaftLog}, []byte{schema.RaftLog + 1}, nil); err != nil {
+		return err
+	}
+	if err := b.Set(schema.SnapshotMetaKey, data, nil); err != nil {
+		return err
+	}
+	if err := b.Set(schema.ConfStateKey, cs, nil); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	hs := proto.Clone(s.hardState).(*raftpb.HardState)
+	s.mu.Unlock()
+	if hs.GetCommit() < meta.GetIndex() {
+		hs.Commit = proto.Uint64(meta.GetIndex())
+		if hs.GetTerm() < meta.GetTerm() {
+			hs.Term = proto.Uint64(meta.GetTerm())
+		}
+		hd, err := proto.Marshal(hs)
+		if err != nil {
+			return err
+		}
+		if err := b.Set(schema.HardStateKey, hd, nil); err != nil {
+			return err
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("raftlog: apply snapshot %d: %w", meta.GetIndex(), err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.snapIndex, s.snapTerm = meta.GetIndex(), meta.GetTerm()
+	s.terms = nil
+	s.confState = proto.Clone(meta.GetConfState()).(*raftpb.ConfState)
+	s.hardState = hs
 	return nil
 }

@@ -56,11 +56,17 @@ type Config struct {
 	ElectionTick  int
 	HeartbeatTick int
 	Transport     Transport
+	// Ticks, when set, replaces the TickInterval ticker (tests drive the
+	// clock by hand).
+	Ticks <-chan time.Time
 }
 
-// Apply is one batch of committed entries, in log order.
+// Apply is one batch of committed entries, in log order, or a snapshot to
+// install (then Entries is empty and Done must be sent the outcome).
 type Apply struct {
-	Entries []*raftpb.Entry
+	Snapshot *raftpb.Snapshot
+	Done     chan<- error
+	Entries  []*raftpb.Entry
 	// ConfStates holds, for each conf-change entry index, the ConfState
 	// after raft applied that change; the applier persists it.
 	ConfStates map[uint64]*raftpb.ConfState
@@ -87,6 +93,7 @@ type Node struct {
 	recvc   chan *raftpb.Message
 	readc   chan struct{}
 	compc   chan uint64
+	doc     chan func(*raft.RawNode)
 	applyc  chan Apply
 	stopped chan struct{}
 
@@ -139,6 +146,7 @@ func New(lg *zap.Logger, cfg Config) (*Node, error) {
 		recvc:    make(chan *raftpb.Message, 4096),
 		readc:    make(chan struct{}, 1),
 		compc:    make(chan uint64, 1),
+		doc:      make(chan func(*raft.RawNode), 64),
 		applyc:   make(chan Apply, 64),
 		stopped:  make(chan struct{}),
 		inflight: make(map[string]*readBatch),
@@ -246,8 +254,12 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 func (n *Node) Run(ctx context.Context) error {
 	defer close(n.stopped)
 	defer close(n.applyc)
-	ticker := time.NewTicker(n.cfg.TickInterval)
-	defer ticker.Stop()
+	ticks := n.cfg.Ticks
+	if ticks == nil {
+		ticker := time.NewTicker(n.cfg.TickInterval)
+		defer ticker.Stop()
+		ticks = ticker.C
+	}
 	if len(n.cfg.Peers) == 1 || n.singleVoter() {
 		// A one-member cluster need not wait an election timeout.
 		_ = n.rn.Campaign()
@@ -257,7 +269,7 @@ func (n *Node) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			n.failReads(ErrStopped)
 			return nil
-		case <-ticker.C:
+		case <-ticks:
 			n.rn.Tick()
 		case p := <-n.propc:
 			n.propose(p)
@@ -276,6 +288,8 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		case <-n.readc:
 			n.issueRead()
+		case fn := <-n.doc:
+			fn(n.rn)
 		case idx := <-n.compc:
 			if err := n.cfg.Storage.Compact(idx); err != nil {
 				n.lg.Warn("raft log compaction failed", zap.Uint64("index", idx), zap.Error(err))
@@ -345,8 +359,23 @@ func (n *Node) handleReady(ctx context.Context) error {
 		n.committed.Store(rd.HardState.GetCommit())
 	}
 	if !raft.IsEmptySnap(rd.Snapshot) {
-		return fmt.Errorf("raftnode: received a raft snapshot at index %d; snapshot installation arrives with multi-member support",
-			rd.Snapshot.GetMetadata().GetIndex())
+		// The applier installs the snapshot after everything handed to it
+		// before (so no older entry is applied on top of it) and moves the
+		// raft storage to it; only then may the Ready's entries follow.
+		done := make(chan error, 1)
+		select {
+		case n.applyc <- Apply{Snapshot: rd.Snapshot, Done: done}:
+		case <-ctx.Done():
+			return nil
+		}
+		select {
+		case err := <-done:
+			if err != nil {
+				return fmt.Errorf("raftnode: install snapshot %d: %w", rd.Snapshot.GetMetadata().GetIndex(), err)
+			}
+		case <-ctx.Done():
+			return nil
+		}
 	}
 	// 1. Persist before anything depends on it.
 	if err := n.cfg.Storage.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
@@ -408,6 +437,66 @@ func (n *Node) applyConfChange(e *raftpb.Entry) (*raftpb.ConfState, error) {
 		return nil, nil
 	}
 	return n.rn.ApplyConfChange(cc), nil
+}
+
+// do runs fn on the raft goroutine (RawNode is not safe for concurrent use).
+func (n *Node) do(ctx context.Context, fn func(*raft.RawNode)) error {
+	done := make(chan struct{})
+	select {
+	case n.doc <- func(rn *raft.RawNode) { fn(rn); close(done) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.stopped:
+		return ErrStopped
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.stopped:
+		return ErrStopped
+	}
+}
+
+// ReportUnreachable tells raft that a peer could not be reached.
+func (n *Node) ReportUnreachable(id uint64) {
+	select {
+	case n.doc <- func(rn *raft.RawNode) { rn.ReportUnreachable(id) }:
+	case <-n.stopped:
+	}
+}
+
+// ReportSnapshot tells raft how sending a snapshot to id ended.
+func (n *Node) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
+	select {
+	case n.doc <- func(rn *raft.RawNode) { rn.ReportSnapshot(id, status) }:
+	case <-n.stopped:
+	}
+}
+
+// ProposeConfChange proposes a membership change.
+func (n *Node) ProposeConfChange(ctx context.Context, cc raftpb.ConfChangeI) error {
+	var err error
+	if derr := n.do(ctx, func(rn *raft.RawNode) { err = rn.ProposeConfChange(cc) }); derr != nil {
+		return derr
+	}
+	if errors.Is(err, raft.ErrProposalDropped) && n.lead.Load() == raft.None {
+		return ErrNoLeader
+	}
+	return err
+}
+
+// TransferLeadership asks raft to hand leadership to transferee.
+func (n *Node) TransferLeadership(ctx context.Context, transferee uint64) error {
+	return n.do(ctx, func(rn *raft.RawNode) { rn.TransferLeader(transferee) })
+}
+
+// Status returns raft's full status (with progress when leader).
+func (n *Node) Status(ctx context.Context) (raft.Status, error) {
+	var st raft.Status
+	err := n.do(ctx, func(rn *raft.RawNode) { st = rn.Status() })
+	return st, err
 }
 
 // raftLogger adapts zap to raft.Logger.

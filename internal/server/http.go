@@ -8,9 +8,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/etcdserverpb/gw"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/cairnkv/cairn/internal/apply"
 	"github.com/cairnkv/cairn/internal/config"
@@ -18,8 +21,13 @@ import (
 )
 
 // httpHandler serves etcd's HTTP endpoints.
-func httpHandler(m *member.Member, reg *prometheus.Registry) http.Handler {
+func httpHandler(m *member.Member, reg *prometheus.Registry, gw http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("/v3/", gw)
+	mux.Handle("/v3beta/", http.StripPrefix("/v3beta", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.URL.Path = "/v3" + r.URL.Path
+		gw.ServeHTTP(w, r)
+	})))
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/version", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -104,4 +112,23 @@ func read(ctx context.Context, m *member.Member, serializable bool) error {
 	}
 	_, err := apply.Range(m.Store(), &pb.RangeRequest{Key: []byte("health"), KeysOnly: true, Limit: 1})
 	return err
+}
+
+// gateway serves the gRPC services as JSON at /v3/..., as etcd's
+// grpc-gateway does (proto field names, base64 bytes).
+func gateway(ctx context.Context, kv pb.KVServer, mt pb.MaintenanceServer, cl pb.ClusterServer) (http.Handler, error) {
+	mux := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true},
+		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
+	}))
+	for _, reg := range []func() error{
+		func() error { return gw.RegisterKVHandlerServer(ctx, mux, kv) },
+		func() error { return gw.RegisterMaintenanceHandlerServer(ctx, mux, mt) },
+		func() error { return gw.RegisterClusterHandlerServer(ctx, mux, cl) },
+	} {
+		if err := reg(); err != nil {
+			return nil, fmt.Errorf("grpc-gateway: %w", err)
+		}
+	}
+	return mux, nil
 }

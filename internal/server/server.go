@@ -32,11 +32,12 @@ const grpcOverheadBytes = 512 * 1024
 
 // Server is a wired cairn member.
 type Server struct {
-	lg        *zap.Logger
-	cfg       config.Server
-	m         *member.Member
-	listeners []net.Listener
-	reg       *prometheus.Registry
+	lg            *zap.Logger
+	cfg           config.Server
+	m             *member.Member
+	listeners     []net.Listener
+	peerListeners []net.Listener
+	reg           *prometheus.Registry
 }
 
 // New opens the member's data and binds the client listeners.
@@ -49,26 +50,39 @@ func New(lg *zap.Logger, cfg config.Server) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{lg: lg, cfg: cfg, m: m, reg: prometheus.NewRegistry()}
-	for _, raw := range cfg.ListenClientURLs {
-		u, err := url.Parse(raw)
-		if err != nil {
-			s.closeListeners()
-			return nil, fmt.Errorf("--listen-client-urls: %w", err)
-		}
-		l, err := net.Listen("tcp", u.Host)
-		if err != nil {
-			s.closeListeners()
-			return nil, fmt.Errorf("listen on client URL %s: %w", raw, err)
-		}
-		s.listeners = append(s.listeners, l)
+	if s.listeners, err = listen("--listen-client-urls", cfg.ListenClientURLs); err != nil {
+		return nil, err
+	}
+	if s.peerListeners, err = listen("--listen-peer-urls", cfg.ListenPeerURLs); err != nil {
+		s.closeListeners()
+		return nil, err
 	}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerMetrics(s.reg, m)
 	return s, nil
 }
 
+func listen(flag string, urls []string) ([]net.Listener, error) {
+	var ls []net.Listener
+	for _, raw := range urls {
+		u, err := url.Parse(raw)
+		if err == nil {
+			var l net.Listener
+			if l, err = net.Listen("tcp", u.Host); err == nil {
+				ls = append(ls, l)
+				continue
+			}
+		}
+		for _, l := range ls {
+			_ = l.Close()
+		}
+		return nil, fmt.Errorf("%s: listen on %s: %w", flag, raw, err)
+	}
+	return ls, nil
+}
+
 func (s *Server) closeListeners() {
-	for _, l := range s.listeners {
+	for _, l := range append(s.listeners, s.peerListeners...) {
 		_ = l.Close()
 	}
 }
@@ -83,13 +97,23 @@ func (s *Server) Run(ctx context.Context) error {
 		grpc.MaxConcurrentStreams(math.MaxUint32),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: false}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
+		grpc.ChainUnaryInterceptor(api.UnaryInterceptor(s.m)),
+		grpc.ChainStreamInterceptor(api.StreamInterceptor(s.m)),
 	)
-	pb.RegisterKVServer(gs, api.NewKV(s.m, int(s.cfg.MaxTxnOps)))
-	pb.RegisterMaintenanceServer(gs, api.NewMaintenance(s.m))
-	pb.RegisterClusterServer(gs, api.NewCluster(s.m))
+	peerGS := grpc.NewServer(s.m.PeerServerOptions()...)
+	s.m.RegisterPeer(peerGS)
+	peerHTTP := &http.Server{Handler: s.m.PeerHTTP(), ReadHeaderTimeout: 10 * time.Second}
+	kv, mt, cl := api.NewKV(s.m, int(s.cfg.MaxTxnOps)), api.NewMaintenance(s.m), api.NewCluster(s.m)
+	pb.RegisterKVServer(gs, kv)
+	pb.RegisterMaintenanceServer(gs, mt)
+	pb.RegisterClusterServer(gs, cl)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
-	hsrv := &http.Server{Handler: httpHandler(s.m, s.reg), ReadHeaderTimeout: 10 * time.Second}
+	gw, err := gateway(ctx, kv, mt, cl)
+	if err != nil {
+		return err
+	}
+	hsrv := &http.Server{Handler: httpHandler(s.m, s.reg, gw), ReadHeaderTimeout: 10 * time.Second}
 
 	memberCtx, stopMember := context.WithCancel(context.Background())
 	defer stopMember()
@@ -103,14 +127,32 @@ func (s *Server) Run(ctx context.Context) error {
 		splits = append(splits, sl)
 		g.Go(func() error { sl.serve(); return nil })
 		g.Go(func() error {
-			if err := gs.Serve(sl.grpc); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			if err := gs.Serve(sl.grpc); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
 				return fmt.Errorf("grpc serve: %w", err)
 			}
 			return nil
 		})
 		g.Go(func() error {
-			if err := hsrv.Serve(sl.http); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := hsrv.Serve(sl.http); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 				return fmt.Errorf("http serve: %w", err)
+			}
+			return nil
+		})
+	}
+
+	for _, l := range s.peerListeners {
+		sl := newSplitListener(l)
+		splits = append(splits, sl)
+		g.Go(func() error { sl.serve(); return nil })
+		g.Go(func() error {
+			if err := peerGS.Serve(sl.grpc); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("peer grpc serve: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			if err := peerHTTP.Serve(sl.http); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("peer http serve: %w", err)
 			}
 			return nil
 		})
@@ -148,8 +190,11 @@ func (s *Server) Run(ctx context.Context) error {
 	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	_ = hsrv.Shutdown(shutCtx)
 	cancel()
+	// Peers keep talking to this member until its raft node stops.
 	stopMember()
 	merr := <-memberDone
+	peerGS.Stop()
+	_ = peerHTTP.Close()
 	if err := g.Wait(); err != nil && runErr == nil {
 		runErr = err
 	}

@@ -1,0 +1,276 @@
+package member
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cairnkv/cairn/internal/apply"
+	"github.com/cairnkv/cairn/internal/membership"
+)
+
+// Errors of membership changes; package api maps them to etcd's.
+var (
+	ErrBadURLs            = errors.New("member: given member URLs are invalid")
+	ErrPeerURLExist       = errors.New("member: peer URLs already exist")
+	ErrMemberNotFound     = errors.New("member: member not found")
+	ErrNotLearner         = errors.New("member: can only promote a learner member")
+	ErrLearnerNotReady    = errors.New("member: learner is not in sync with the leader")
+	ErrTooManyLearners    = errors.New("member: too many learner members in cluster")
+	ErrNotEnoughStarted   = errors.New("member: re-configuration would lose quorum")
+	ErrNotLeader          = errors.New("member: not leader")
+	ErrBadTransferee      = errors.New("member: bad leader transferee")
+	ErrReconfigInProgress = errors.New("member: a membership change is in progress")
+)
+
+// maxLearners is etcd's default --max-learners.
+const maxLearners = 1
+
+func validURLs(urls []string) bool {
+	if len(urls) == 0 {
+		return false
+	}
+	for _, s := range urls {
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || !strings.Contains(u.Host, ":") || (u.Path != "" && u.Path != "/") {
+			return false
+		}
+	}
+	return true
+}
+
+// peerURLUsed reports whether another member (not except) uses one of urls.
+func (m *Member) peerURLUsed(urls []string, except uint64) bool {
+	for _, mem := range m.cluster.Members() {
+		if mem.ID == except {
+			continue
+		}
+		for _, a := range mem.PeerURLs {
+			for _, b := range urls {
+				if a == b {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// activeVoters counts the voters this member knows to be reachable: itself
+// and, as leader, those raft has heard from recently; as follower it
+// trusts the transport's connections.
+func (m *Member) activeVoters(ctx context.Context) (active, voters int, err error) {
+	st, err := m.node.Status(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	for id := range st.Config.Voters.IDs() {
+		voters++
+		if id == m.id {
+			active++
+			continue
+		}
+		if st.RaftState == raft.StateLeader {
+			if pr, ok := st.Progress[id]; ok && pr.RecentActive {
+				active++
+			}
+		} else if m.transport.IsActive(id) {
+			active++
+		}
+	}
+	return active, voters, nil
+}
+
+// reconfigure proposes one membership change and waits until it applies.
+func (m *Member) reconfigure(ctx context.Context, typ raftpb.ConfChangeType, id uint64, mem *membership.Member) error {
+	if !m.confPending.CompareAndSwap(false, true) {
+		return ErrReconfigInProgress
+	}
+	defer m.confPending.Store(false)
+	reqID := m.nextID()
+	data, err := json.Marshal(apply.ConfContext{Member: mem, RequestID: reqID})
+	if err != nil {
+		return err
+	}
+	cc := &raftpb.ConfChangeV2{
+		Changes: []*raftpb.ConfChangeSingle{{Type: typ.Enum(), NodeId: proto.Uint64(id)}},
+		Context: data,
+	}
+	ch := make(chan apply.Result, 1)
+	m.waitMu.Lock()
+	m.waits[reqID] = ch
+	m.waitMu.Unlock()
+	defer func() {
+		m.waitMu.Lock()
+		delete(m.waits, reqID)
+		m.waitMu.Unlock()
+	}()
+	tctx, cancel := context.WithTimeout(ctx, m.requestTimeout())
+	defer cancel()
+	if err := m.node.ProposeConfChange(tctx, cc); err != nil {
+		return m.ctxErr(ctx, err)
+	}
+	select {
+	case r := <-ch:
+		return r.Err
+	case <-tctx.Done():
+		return m.ctxErr(ctx, tctx.Err())
+	case <-m.stopping:
+		return ErrStopped
+	}
+}
+
+// AddMember adds a voter or a learner with the given peer URLs and returns
+// its record.
+func (m *Member) AddMember(ctx context.Context, peerURLs []string, learner bool) (membership.Member, error) {
+	if !validURLs(peerURLs) {
+		return membership.Member{}, ErrBadURLs
+	}
+	if m.peerURLUsed(peerURLs, 0) {
+		return membership.Member{}, ErrPeerURLExist
+	}
+	if learner {
+		n := 0
+		for _, mem := range m.cluster.Members() {
+			if mem.IsLearner {
+				n++
+			}
+		}
+		if n >= maxLearners {
+			return membership.Member{}, ErrTooManyLearners
+		}
+	} else {
+		// Strict reconfig check: the new voter counts toward quorum at
+		// once, so the members up now must still make a quorum with it.
+		active, voters, err := m.activeVoters(ctx)
+		if err != nil {
+			return membership.Member{}, m.ctxErr(ctx, err)
+		}
+		if active < (voters+1)/2+1 {
+			return membership.Member{}, ErrNotEnoughStarted
+		}
+	}
+	// As etcd: the ID mixes the time in, so re-adding the same URLs after a
+	// removal gives a new ID (IDs are never reused).
+	now := time.Now().Unix()
+	mem := membership.Member{
+		ID:        membership.ComputeMemberID(peerURLs, m.cfg.InitialClusterToken+strconv.FormatInt(now, 10)),
+		PeerURLs:  peerURLs,
+		IsLearner: learner,
+	}
+	typ := raftpb.ConfChangeType_ConfChangeAddNode
+	if learner {
+		typ = raftpb.ConfChangeType_ConfChangeAddLearnerNode
+	}
+	if err := m.reconfigure(ctx, typ, mem.ID, &mem); err != nil {
+		return membership.Member{}, err
+	}
+	return mem, nil
+}
+
+// RemoveMember removes a member.
+func (m *Member) RemoveMember(ctx context.Context, id uint64) error {
+	mem, ok := m.cluster.Member(id)
+	if !ok {
+		return ErrMemberNotFound
+	}
+	if !mem.IsLearner {
+		active, voters, err := m.activeVoters(ctx)
+		if err != nil {
+			return m.ctxErr(ctx, err)
+		}
+		if m.transport.IsActive(id) || id == m.id {
+			active--
+		}
+		if active < (voters-1)/2+1 {
+			return ErrNotEnoughStarted
+		}
+	}
+	return m.reconfigure(ctx, raftpb.ConfChangeType_ConfChangeRemoveNode, id, nil)
+}
+
+// UpdateMember changes a member's peer URLs.
+func (m *Member) UpdateMember(ctx context.Context, id uint64, peerURLs []string) error {
+	if !validURLs(peerURLs) {
+		return ErrBadURLs
+	}
+	mem, ok := m.cluster.Member(id)
+	if !ok {
+		return ErrMemberNotFound
+	}
+	if m.peerURLUsed(peerURLs, id) {
+		return ErrPeerURLExist
+	}
+	mem.PeerURLs = peerURLs
+	return m.reconfigure(ctx, raftpb.ConfChangeType_ConfChangeUpdateNode, id, &mem)
+}
+
+// PromoteMember turns a caught-up learner into a voter. Only the leader
+// knows how far a learner is, so a follower refuses with ErrNotLeader.
+func (m *Member) PromoteMember(ctx context.Context, id uint64) error {
+	mem, ok := m.cluster.Member(id)
+	if !ok {
+		return ErrMemberNotFound
+	}
+	if !mem.IsLearner {
+		return ErrNotLearner
+	}
+	st, err := m.node.Status(ctx)
+	if err != nil {
+		return m.ctxErr(ctx, err)
+	}
+	if st.RaftState != raft.StateLeader {
+		return ErrNotLeader
+	}
+	pr, ok := st.Progress[id]
+	leader := st.Progress[m.id]
+	// etcd's rule: ready once the learner has at least 90% of the leader's log.
+	if !ok || pr.State == tracker.StateSnapshot || float64(pr.Match) < 0.9*float64(leader.Match) {
+		return ErrLearnerNotReady
+	}
+	return m.reconfigure(ctx, raftpb.ConfChangeType_ConfChangeAddNode, id, nil)
+}
+
+// MoveLeader transfers leadership to target and waits until it holds it.
+func (m *Member) MoveLeader(ctx context.Context, target uint64) error {
+	if m.node.Leader() != m.id {
+		return ErrNotLeader
+	}
+	mem, ok := m.cluster.Member(target)
+	if !ok || mem.IsLearner {
+		return ErrBadTransferee
+	}
+	if target == m.id {
+		return nil
+	}
+	tctx, cancel := context.WithTimeout(ctx, m.requestTimeout())
+	defer cancel()
+	if err := m.node.TransferLeadership(tctx, target); err != nil {
+		return m.ctxErr(ctx, err)
+	}
+	tick := time.NewTicker(m.cfg.HeartbeatInterval)
+	defer tick.Stop()
+	for m.node.Leader() != target {
+		select {
+		case <-tick.C:
+		case <-tctx.Done():
+			return m.ctxErr(ctx, ErrTimeout)
+		}
+	}
+	return nil
+}
+
+// IsLearner reports whether this member is a learner.
+func (m *Member) IsLearner() bool {
+	mem, ok := m.cluster.Member(m.id)
+	return ok && mem.IsLearner
+}
