@@ -149,8 +149,8 @@ func newMember(lg *zap.Logger, cfg config.Server, db *pebble.DB, opts Options) (
 	}
 	m.applier, err = apply.New(lg.Named("apply"), apply.Config{
 		DB: db, Store: m.store, RaftStorage: rs, Cluster: m.cluster,
-		Deliver:        m.deliver,
-		CompactLog:     func(i uint64) { m.node.CompactLog(i) },
+		Deliver:         m.deliver,
+		CompactLog:      func(i uint64) { m.node.CompactLog(i) },
 		SnapshotCount:   cfg.SnapshotCount,
 		CatchUpEntries:  5000,
 		InstallSnapshot: func(snap *raftpb.Snapshot) error { return m.installSnapshot(rs, snap) },
