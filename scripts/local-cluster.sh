@@ -24,7 +24,7 @@ start)
     ./bin/cairn --name m$i --data-dir "$ROOT/m$i.cairn" \
       --listen-client-urls http://127.0.0.1:${i}2379 --advertise-client-urls http://127.0.0.1:${i}2379 \
       --listen-peer-urls http://127.0.0.1:${i}2380 --initial-advertise-peer-urls http://127.0.0.1:${i}2380 \
-      --initial-cluster "$CLUSTER" --initial-cluster-token cairn-local --initial-cluster-state new \
+      --initial-cluster "$CLUSTER" --initial-cluster-token cairn-local --initial-cluster-state new ${CAIRN_EXTRA_FLAGS:-} \
       >"$ROOT/m$i.log" 2>&1 &
     echo $! >"$ROOT/m$i.pid"
   done
