@@ -404,6 +404,7 @@ func (p *flagParser) build(fromFile bool) (config.Server, []string, error) {
 	cfg.InitialClusterState = p.str("initial-cluster-state")
 	cfg.InitialClusterToken = p.str("initial-cluster-token")
 	cfg.SnapshotCount = p.uint("snapshot-count")
+	cfg.SnapshotCatchUpEntries = p.uint("snapshot-catchup-entries")
 
 	hb, el := p.uint("heartbeat-interval"), p.uint("election-timeout")
 	switch {

@@ -110,6 +110,8 @@ func buildFlagSpecs(d config.Server) []flagSpec {
 			help: "cairn keeps the raft log in its Pebble database under --data-dir; there is no separate WAL directory"},
 		{name: "snapshot-count", value: uintV(d.SnapshotCount, 64), group: member,
 			help: "Number of applied entries after which the raft log is truncated behind a snapshot."},
+		{name: "snapshot-catchup-entries", value: uintV(d.SnapshotCatchUpEntries, 64), group: member,
+			help: "Number of entries kept in the raft log after it is truncated, so slow followers catch up without a snapshot."},
 		{name: "heartbeat-interval", value: uintV(ms(d.HeartbeatInterval), 64), group: member,
 			help: "Time (in milliseconds) of a heartbeat interval."},
 		{name: "election-timeout", value: uintV(ms(d.ElectionTimeout), 64), group: member,
@@ -302,8 +304,6 @@ func buildFlagSpecs(d config.Server) []flagSpec {
 			help: "the learner limit is " + notConfigurable},
 		{name: "downgrade-check-time", value: durV(5 * time.Second), kind: kindNoEffect,
 			help: "cluster downgrades are not built yet"},
-		{name: "snapshot-catchup-entries", value: uintV(5000, 64), kind: kindNoEffect,
-			help: "the number of raft entries kept for slow followers is " + notConfigurable},
 
 		// Unsafe features.
 		{name: "force-new-cluster", value: boolV(false), kind: kindRefused,

@@ -43,6 +43,9 @@ type Server struct {
 
 	// SnapshotCount is the number of applied entries after which the raft log is compacted.
 	SnapshotCount uint64
+	// SnapshotCatchUpEntries stay in the raft log after it is compacted, so
+	// a follower slightly behind catches up from the log, not a snapshot.
+	SnapshotCatchUpEntries uint64
 	// HeartbeatInterval is the raft heartbeat period.
 	HeartbeatInterval time.Duration
 	// ElectionTimeout is the raft election timeout.
@@ -81,6 +84,7 @@ func Defaults() Server {
 		InitialClusterState:      "new",
 		InitialClusterToken:      "etcd-cluster",
 		SnapshotCount:            10000,
+		SnapshotCatchUpEntries:   5000,
 		HeartbeatInterval:        100 * time.Millisecond,
 		ElectionTimeout:          1000 * time.Millisecond,
 		MaxRequestBytes:          1572864,

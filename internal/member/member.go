@@ -46,6 +46,8 @@ var (
 	ErrTooLarge = errors.New("member: request is too large")
 	ErrTimeout  = errors.New("member: request timed out")
 	ErrStopped  = raftnode.ErrStopped
+	// ErrRemoved stops a member that was removed from its cluster.
+	ErrRemoved = errors.New("member: the member has been permanently removed from the cluster")
 )
 
 var localIDKey = []byte{schema.Meta, 's', 'e', 'l', 'f'}
@@ -73,6 +75,8 @@ type Member struct {
 	confPending  atomic.Bool
 	peersMu      sync.Mutex
 	peers        map[uint64][]string // peer ID -> URLs the transport has
+	wasMember    bool                // guarded by peersMu
+	removed      chan struct{}       // closed when this member is removed
 }
 
 // PeerTransport carries raft messages and snapshots between members
@@ -116,7 +120,7 @@ func NewWithOptions(lg *zap.Logger, cfg config.Server, opts Options) (*Member, e
 }
 
 func newMember(lg *zap.Logger, cfg config.Server, db *pebble.DB, opts Options) (*Member, error) {
-	m := &Member{lg: lg, cfg: cfg, db: db, waits: map[uint64]chan apply.Result{}, stopping: make(chan struct{}), ready: make(chan struct{})}
+	m := &Member{lg: lg, cfg: cfg, db: db, waits: map[uint64]chan apply.Result{}, stopping: make(chan struct{}), ready: make(chan struct{}), removed: make(chan struct{})}
 	rs, err := raftlog.Open(db)
 	if err != nil {
 		return nil, err
@@ -144,6 +148,9 @@ func newMember(lg *zap.Logger, cfg config.Server, db *pebble.DB, opts Options) (
 	if m.cluster, err = membership.Load(db); err != nil {
 		return nil, err
 	}
+	if membership.IsRemoved(db, m.id) {
+		return nil, fmt.Errorf("%w: member %x (data dir %s); start a new member with a fresh data dir instead", ErrRemoved, m.id, cfg.DataDir)
+	}
 	if m.store, err = mvcc.NewStore(lg.Named("mvcc"), db); err != nil {
 		return nil, err
 	}
@@ -152,7 +159,7 @@ func newMember(lg *zap.Logger, cfg config.Server, db *pebble.DB, opts Options) (
 		Deliver:         m.deliver,
 		CompactLog:      func(i uint64) { m.node.CompactLog(i) },
 		SnapshotCount:   cfg.SnapshotCount,
-		CatchUpEntries:  5000,
+		CatchUpEntries:  cfg.SnapshotCatchUpEntries,
 		InstallSnapshot: func(snap *raftpb.Snapshot) error { return m.installSnapshot(rs, snap) },
 	})
 	if err != nil {
@@ -281,6 +288,15 @@ func (m *Member) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { m.store.RunCompactor(gctx); return nil })
 	g.Go(func() error { m.publish(gctx); return nil })
+	g.Go(func() error {
+		select {
+		case <-m.removed:
+			m.lg.Warn("the member has been permanently removed from the cluster; stopping")
+			return ErrRemoved
+		case <-gctx.Done():
+			return nil
+		}
+	})
 	err := g.Wait()
 	if cerr := m.db.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("member: close db: %w", cerr)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
@@ -204,6 +205,16 @@ func (m *Member) syncPeers() {
 	}
 	m.peersMu.Lock()
 	defer m.peersMu.Unlock()
+	self := false
+	for _, mem := range members {
+		self = self || mem.ID == m.id
+	}
+	if self {
+		m.wasMember = true
+	} else if m.wasMember && len(m.cluster.Members()) > 0 {
+		m.wasMember = false
+		close(m.removed)
+	}
 	if m.peers == nil {
 		m.peers = map[uint64][]string{}
 	}
@@ -237,6 +248,17 @@ func (m *Member) syncPeers() {
 
 // RegisterPeer registers the peer gRPC service.
 func (m *Member) RegisterPeer(gs *grpc.Server) { m.transport.Register(gs) }
+
+// RegisterMetrics registers the peer transport's metrics.
+func (m *Member) RegisterMetrics(reg prometheus.Registerer) {
+	if t, ok := m.transport.(interface {
+		RegisterMetrics(prometheus.Registerer) error
+	}); ok {
+		if err := t.RegisterMetrics(reg); err != nil {
+			m.lg.Warn("cannot register transport metrics", zap.Error(err))
+		}
+	}
+}
 
 // PeerServerOptions are the options the peer gRPC server needs.
 func (m *Member) PeerServerOptions() []grpc.ServerOption { return m.transport.ServerOptions() }

@@ -59,6 +59,7 @@ func New(lg *zap.Logger, cfg config.Server) (*Server, error) {
 	}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerMetrics(s.reg, m)
+	m.RegisterMetrics(s.reg)
 	return s, nil
 }
 
@@ -200,6 +201,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if runErr == nil {
 		runErr = merr
+	}
+	if errors.Is(runErr, member.ErrRemoved) {
+		// Compat: etcd exits cleanly once removed, so supervisors do not
+		// restart it into a cluster that no longer has it.
+		runErr = nil
 	}
 	s.lg.Info("stopped")
 	return runErr
