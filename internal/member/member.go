@@ -77,6 +77,7 @@ type Member struct {
 	peers        map[uint64][]string // peer ID -> URLs the transport has
 	wasMember    bool                // guarded by peersMu
 	removed      chan struct{}       // closed when this member is removed
+	removeOnce   sync.Once
 }
 
 // PeerTransport carries raft messages and snapshots between members

@@ -213,7 +213,7 @@ func (m *Member) syncPeers() {
 		m.wasMember = true
 	} else if m.wasMember && len(m.cluster.Members()) > 0 {
 		m.wasMember = false
-		close(m.removed)
+		m.removeOnce.Do(func() { close(m.removed) })
 	}
 	if m.peers == nil {
 		m.peers = map[uint64][]string{}
