@@ -405,6 +405,7 @@ func (p *flagParser) build(fromFile bool) (config.Server, []string, error) {
 	cfg.InitialClusterToken = p.str("initial-cluster-token")
 	cfg.SnapshotCount = p.uint("snapshot-count")
 	cfg.SnapshotCatchUpEntries = p.uint("snapshot-catchup-entries")
+	cfg.EnablePprof = p.value("enable-pprof").String() == "true"
 
 	hb, el := p.uint("heartbeat-interval"), p.uint("election-timeout")
 	switch {

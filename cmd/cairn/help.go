@@ -250,8 +250,8 @@ func buildFlagSpecs(d config.Server) []flagSpec {
 			help: "the auth token TTL is " + notConfigurable},
 
 		// Profiling and monitoring.
-		{name: "enable-pprof", value: boolV(false), kind: kindNoEffect,
-			help: "serving /debug/pprof is not built yet"},
+		{name: "enable-pprof", value: boolV(false), group: logging,
+			help: "Enable runtime profiling data via HTTP server. Address is at client URL + \"/debug/pprof/\"."},
 		{name: "metrics", value: enumV("basic", "basic", "extensive"), kind: kindNoEffect,
 			help: "the level of metrics detail is " + notConfigurable},
 		{name: "listen-metrics-urls", value: listV(), kind: kindRefused,

@@ -56,6 +56,9 @@ type Server struct {
 	// MaxTxnOps caps the number of operations in one Txn (etcd default 128).
 	MaxTxnOps uint
 
+	// EnablePprof serves Go's profiler at /debug/pprof/ on the client URLs.
+	EnablePprof bool
+
 	// LogLevel is debug, info, warn, error, panic or fatal.
 	LogLevel string
 	// LogFormat is json or console.

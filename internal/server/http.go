@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -21,8 +22,15 @@ import (
 )
 
 // httpHandler serves etcd's HTTP endpoints.
-func httpHandler(m *member.Member, reg *prometheus.Registry, gw http.Handler) http.Handler {
+func httpHandler(m *member.Member, reg *prometheus.Registry, gw http.Handler, pprofOn bool) http.Handler {
 	mux := http.NewServeMux()
+	if pprofOn {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("/v3/", gw)
 	mux.Handle("/v3beta/", http.StripPrefix("/v3beta", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.URL.Path = "/v3" + r.URL.Path

@@ -114,7 +114,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	hsrv := &http.Server{Handler: httpHandler(s.m, s.reg, gw), ReadHeaderTimeout: 10 * time.Second}
+	hsrv := &http.Server{Handler: httpHandler(s.m, s.reg, gw, s.cfg.EnablePprof), ReadHeaderTimeout: 10 * time.Second}
 
 	memberCtx, stopMember := context.WithCancel(context.Background())
 	defer stopMember()
