@@ -218,13 +218,19 @@ func readApplied(r pebble.Reader) (index, term uint64, err error) {
 func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 	b := a.cfg.DB.NewIndexedBatch()
 	defer b.Close()
+	if err := a.cfg.Store.BeginApply(); err != nil {
+		return err
+	}
+	defer a.cfg.Store.EndApply()
 	var (
 		deliveries []delivery
 		after      []func()
 		last, term uint64
+		commit     uint64
 	)
 	applied := a.applied.Load()
 	for _, ap := range batch {
+		commit = max(commit, ap.Commit)
 		for _, e := range ap.Entries {
 			idx := e.GetIndex()
 			if idx <= applied {
@@ -254,6 +260,11 @@ func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 	}
 	if last == 0 {
 		return nil
+	}
+	if commit > 0 {
+		if err := raftlog.StageCommit(b, commit); err != nil {
+			return err
+		}
 	}
 	rec := binary.BigEndian.AppendUint64(nil, last)
 	rec = binary.BigEndian.AppendUint64(rec, term)

@@ -375,12 +375,15 @@ func (m *Member) Propose(ctx context.Context, req *pb.InternalRaftRequest) (appl
 	}()
 	tctx, cancel := context.WithTimeout(ctx, m.requestTimeout())
 	defer cancel()
-	if err := m.node.Propose(tctx, data); err != nil {
+	errc, err := m.node.Propose(tctx, data)
+	if err != nil {
 		return apply.Result{}, m.ctxErr(ctx, err)
 	}
 	select {
 	case r := <-ch:
 		return r, nil
+	case err := <-errc:
+		return apply.Result{}, err
 	case <-tctx.Done():
 		return apply.Result{}, m.ctxErr(ctx, tctx.Err())
 	case <-m.stopping:

@@ -837,9 +837,18 @@ func (h *harness) commit(b *pebble.Batch) {
 // applier does; readers must see none of it until Publish.
 func (h *harness) opBatch() {
 	n := 2 + h.rng.IntN(3)
-	h.note("batch of %d txns", n)
+	// Half the batches go through the applier's fast latest-version path
+	// (BeginApply: one DB iterator plus an overlay of the batch's writes).
+	fast := h.rng.IntN(2) == 0
+	h.note("batch of %d txns (fast path %v)", n, fast)
 	b := h.db.NewIndexedBatch()
 	defer b.Close()
+	if fast {
+		if err := h.s.BeginApply(); err != nil {
+			h.fatalf("BeginApply: %v", err)
+		}
+		defer h.s.EndApply()
+	}
 	for range n {
 		if h.rng.IntN(6) == 0 {
 			h.compactIn(b)

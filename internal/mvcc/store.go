@@ -40,6 +40,8 @@ type Store struct {
 	}
 
 	compactor *compactor
+	// apply is set between BeginApply and EndApply (applier goroutine only).
+	apply *applyState
 }
 
 // NewStore loads the revision state from db.

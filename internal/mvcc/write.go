@@ -53,6 +53,16 @@ func (t *WriteTxn) Range(key, end []byte, o RangeOptions) (*RangeResult, error) 
 
 // latest returns the newest live version of key, or nil.
 func (t *WriteTxn) latest(key []byte) (*mvccpb.KeyValue, error) {
+	if a := t.s.apply; a != nil {
+		// Fast path: a key written earlier in this apply batch is in the
+		// overlay; any other key is read from the DB as of the start of
+		// the batch, through one iterator reused for the whole batch
+		// (creating a batch iterator per put cost ~12% of the put path).
+		if kv, ok := a.overlay[string(key)]; ok {
+			return kv, nil
+		}
+		return a.latestInDB(key)
+	}
 	it, err := t.b.NewIter(rangeBounds(key, nil))
 	if err != nil {
 		return nil, fmt.Errorf("mvcc: new batch iterator: %w", err)
@@ -103,6 +113,13 @@ func (t *WriteTxn) DeleteRange(key, end []byte) ([]*mvccpb.KeyValue, error) {
 
 func (t *WriteTxn) stage(key []byte, r record) {
 	rev, sub := t.begin+1, t.changes
+	if a := t.s.apply; a != nil {
+		if r.tombstone {
+			a.overlay[string(key)] = nil
+		} else {
+			a.overlay[string(key)] = &mvccpb.KeyValue{Key: key, CreateRevision: r.create, ModRevision: rev, Version: r.version, Lease: r.lease, Value: r.value}
+		}
+	}
 	t.buf = versionKey(t.buf[:0], key, rev, sub)
 	val := appendRecord(make([]byte, 0, len(r.value)+16), r)
 	must(t.b.Set(t.buf, val, nil))
@@ -168,3 +185,51 @@ func (t *WriteTxn) CompactRev() int64 { return t.s.writeCompact }
 
 // Changed reports whether the txn staged any change.
 func (t *WriteTxn) Changed() bool { return t.changes > 0 }
+
+// applyState is the applier's per-batch read state (see BeginApply).
+type applyState struct {
+	it      *pebble.Iterator
+	overlay map[string]*mvccpb.KeyValue // nil value: deleted in this batch
+}
+
+// BeginApply prepares the fast latest-version lookup for one apply batch:
+// the DB cannot change under the applier during a batch (only the applier
+// writes live versions), so one DB iterator serves every lookup, and keys
+// written in the batch are answered from an overlay. Call EndApply after
+// the batch is committed or abandoned. Applier goroutine only.
+func (s *Store) BeginApply() error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{schema.MVCC}, UpperBound: []byte{schema.MVCC + 1}})
+	if err != nil {
+		return err
+	}
+	s.apply = &applyState{it: it, overlay: make(map[string]*mvccpb.KeyValue)}
+	return nil
+}
+
+// EndApply releases what BeginApply set up.
+func (s *Store) EndApply() {
+	if s.apply != nil {
+		_ = s.apply.it.Close()
+		s.apply = nil
+	}
+}
+
+func (a *applyState) latestInDB(key []byte) (*mvccpb.KeyValue, error) {
+	start := keyStart(key)
+	if !a.it.SeekGE(start) {
+		return nil, a.it.Error()
+	}
+	k := a.it.Key()
+	if !sameKey(k, start[1:]) {
+		return nil, nil
+	}
+	enc, main, _, err := splitVersionKey(k)
+	if err != nil {
+		return nil, err
+	}
+	val, err := a.it.ValueAndErr()
+	if err != nil {
+		return nil, err
+	}
+	return toKV(enc, main, val, true)
+}

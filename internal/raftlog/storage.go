@@ -49,6 +49,14 @@ func Open(db *pebble.DB) (*Storage, error) {
 	if err := getProto(db, schema.ConfStateKey, s.confState); err != nil {
 		return nil, err
 	}
+	if v, closer, err := db.Get(schema.CommitHintKey); err == nil {
+		if len(v) == 8 && binary.BigEndian.Uint64(v) > s.hardState.GetCommit() {
+			s.hardState.Commit = proto.Uint64(binary.BigEndian.Uint64(v))
+		}
+		closer.Close()
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		return nil, err
+	}
 	meta := &raftpb.SnapshotMetadata{}
 	if err := getProto(db, schema.SnapshotMetaKey, meta); err != nil {
 		return nil, err
@@ -379,4 +387,11 @@ func (s *Storage) ApplySnapshot(meta *raftpb.SnapshotMetadata) error {
 	s.confState = proto.Clone(meta.GetConfState()).(*raftpb.ConfState)
 	s.hardState = hs
 	return nil
+}
+
+// StageCommit records a commit index in the applier's batch b (see
+// schema.CommitHintKey). Raft does not need the commit index to be durable
+// at once, so a Ready that only moves it costs no Pebble commit of its own.
+func StageCommit(b *pebble.Batch, commit uint64) error {
+	return b.Set(schema.CommitHintKey, binary.BigEndian.AppendUint64(nil, commit), nil)
 }

@@ -67,6 +67,10 @@ type Apply struct {
 	Snapshot *raftpb.Snapshot
 	Done     chan<- error
 	Entries  []*raftpb.Entry
+	// Commit, when non-zero, is a commit index the applier must record in
+	// its batch (raftlog.StageCommit): the Ready's HardState only moved
+	// the commit index, and was not persisted by the raft loop.
+	Commit uint64
 	// ConfStates holds, for each conf-change entry index, the ConfState
 	// after raft applied that change; the applier persists it.
 	ConfStates map[uint64]*raftpb.ConfState
@@ -169,24 +173,19 @@ func (n *Node) Term() uint64 { return n.term.Load() }
 // CommittedIndex returns the commit index as of the last Ready.
 func (n *Node) CommittedIndex() uint64 { return n.committed.Load() }
 
-// Propose submits data to the log. It returns once raft accepted or
-// dropped the proposal, not when it commits.
-func (n *Node) Propose(ctx context.Context, data []byte) error {
+// Propose submits data to the log and returns once the raft loop has it.
+// The returned channel receives an error if raft drops the proposal; it
+// receives nothing when raft accepts it (the proposer waits for the
+// applied result instead, so acceptance costs no extra wake-up).
+func (n *Node) Propose(ctx context.Context, data []byte) (<-chan error, error) {
 	p := proposal{data: data, errc: make(chan error, 1)}
 	select {
 	case n.propc <- p:
+		return p.errc, nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	case <-n.stopped:
-		return ErrStopped
-	}
-	select {
-	case err := <-p.errc:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-n.stopped:
-		return ErrStopped
+		return nil, ErrStopped
 	}
 }
 
@@ -314,7 +313,9 @@ func (n *Node) propose(p proposal) {
 	if errors.Is(err, raft.ErrProposalDropped) && n.lead.Load() == raft.None {
 		err = ErrNoLeader
 	}
-	p.errc <- err
+	if err != nil {
+		p.errc <- err
+	}
 }
 
 func (n *Node) issueRead() {
@@ -377,8 +378,14 @@ func (n *Node) handleReady(ctx context.Context) error {
 			return nil
 		}
 	}
-	// 1. Persist before anything depends on it.
-	if err := n.cfg.Storage.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
+	// 1. Persist before anything depends on it. A HardState that only
+	// moved the commit index (MustSync false, nothing else to write) rides
+	// in the applier's batch with the entries it commits.
+	hs, deferredCommit := rd.HardState, uint64(0)
+	if hs != nil && !rd.MustSync && len(rd.Entries) == 0 && len(rd.CommittedEntries) > 0 {
+		hs, deferredCommit = nil, rd.HardState.GetCommit()
+	}
+	if err := n.cfg.Storage.Save(hs, rd.Entries, rd.MustSync); err != nil {
 		return fmt.Errorf("raftnode: persist ready: %w", err)
 	}
 	// 2. Messages may now promise what is durable.
@@ -394,7 +401,7 @@ func (n *Node) handleReady(ctx context.Context) error {
 	}
 	// 3. Committed entries go to the applier, in order.
 	if len(rd.CommittedEntries) > 0 {
-		a := Apply{Entries: rd.CommittedEntries}
+		a := Apply{Entries: rd.CommittedEntries, Commit: deferredCommit}
 		for _, e := range rd.CommittedEntries {
 			cs, err := n.applyConfChange(e)
 			if err != nil {

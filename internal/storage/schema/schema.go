@@ -30,6 +30,11 @@ var (
 	HardStateKey    = []byte{RaftState, 'h'}
 	ConfStateKey    = []byte{RaftState, 'c'}
 	SnapshotMetaKey = []byte{RaftState, 's'}
+	// CommitHintKey holds a commit index (8 bytes BE) the applier records
+	// with its batch when only the commit index moved; the effective
+	// commit is max(HardState.Commit, hint). Term and vote stay in the
+	// HardState, written only by the raft loop, so they never regress.
+	CommitHintKey = []byte{RaftState, 'k'}
 )
 
 // Names inside Meta.
