@@ -424,6 +424,9 @@ func (m *Member) nextID() uint64 {
 // LinearizableBarrier returns once this member has applied everything
 // committed before the call.
 func (m *Member) LinearizableBarrier(ctx context.Context) error {
+	if m.node.SoleVoterLeader() {
+		return nil
+	}
 	tctx, cancel := context.WithTimeout(ctx, m.requestTimeout())
 	defer cancel()
 	idx, err := m.node.ReadIndex(tctx)

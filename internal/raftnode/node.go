@@ -103,6 +103,8 @@ type Node struct {
 
 	lead atomic.Uint64
 	term atomic.Uint64
+	// sole is true while this node is the leader and the only voter.
+	sole atomic.Bool
 	// committed is the commit index as of the last Ready.
 	committed atomic.Uint64
 
@@ -209,6 +211,11 @@ func (n *Node) CompactLog(index uint64) {
 	}
 }
 
+// SoleVoterLeader reports whether this node leads a configuration in which
+// it is the only voter. Then every write that completed has already been
+// applied here, so a local read is linearizable without a read-index round.
+func (n *Node) SoleVoterLeader() bool { return n.sole.Load() }
+
 // ReadIndex returns a commit index that is at least every index committed
 // before the call: once the applied index reaches it, a local read is
 // linearizable. Concurrent callers share one raft round. A round whose
@@ -259,11 +266,26 @@ func (n *Node) Run(ctx context.Context) error {
 		defer ticker.Stop()
 		ticks = ticker.C
 	}
-	if len(n.cfg.Peers) == 1 || n.singleVoter() {
-		// A one-member cluster need not wait an election timeout.
+	// A one-member cluster need not wait an election timeout. A brand-new
+	// one must first apply its bootstrap conf change (raft refuses to
+	// campaign with conf changes pending), so it campaigns after that.
+	campaignAfterBootstrap := len(n.cfg.Peers) == 1
+	if !campaignAfterBootstrap && n.singleVoter() {
 		_ = n.rn.Campaign()
 	}
 	for {
+		// Ready first: the bootstrap entries are ready before any event,
+		// and every event below may make more ready.
+		for n.rn.HasReady() {
+			if err := n.handleReady(ctx); err != nil {
+				n.failReads(ErrStopped)
+				return err
+			}
+			if campaignAfterBootstrap && n.rn.BasicStatus().Applied >= uint64(len(n.cfg.Peers)) {
+				campaignAfterBootstrap = false
+				_ = n.rn.Campaign()
+			}
+		}
 		select {
 		case <-ctx.Done():
 			n.failReads(ErrStopped)
@@ -292,12 +314,6 @@ func (n *Node) Run(ctx context.Context) error {
 		case idx := <-n.compc:
 			if err := n.cfg.Storage.Compact(idx); err != nil {
 				n.lg.Warn("raft log compaction failed", zap.Uint64("index", idx), zap.Error(err))
-			}
-		}
-		for n.rn.HasReady() {
-			if err := n.handleReady(ctx); err != nil {
-				n.failReads(ErrStopped)
-				return err
 			}
 		}
 	}
@@ -422,7 +438,22 @@ func (n *Node) handleReady(ctx context.Context) error {
 	}
 	// 4.
 	n.rn.Advance(rd)
+	if rd.SoftState != nil || len(rd.CommittedEntries) > 0 && hasConfChange(rd.CommittedEntries) {
+		st := n.rn.Status()
+		voters := st.Config.Voters
+		_, self := voters[0][n.cfg.ID]
+		n.sole.Store(st.RaftState == raft.StateLeader && self && len(voters[0]) == 1 && len(voters[1]) == 0)
+	}
 	return nil
+}
+
+func hasConfChange(ents []*raftpb.Entry) bool {
+	for _, e := range ents {
+		if t := e.GetType(); t == raftpb.EntryType_EntryConfChange || t == raftpb.EntryType_EntryConfChangeV2 {
+			return true
+		}
+	}
+	return false
 }
 
 func (n *Node) applyConfChange(e *raftpb.Entry) (*raftpb.ConfState, error) {
