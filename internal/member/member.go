@@ -75,7 +75,6 @@ type Member struct {
 	confPending  atomic.Bool
 	peersMu      sync.Mutex
 	peers        map[uint64][]string // peer ID -> URLs the transport has
-	wasMember    bool                // guarded by peersMu
 	removed      chan struct{}       // closed when this member is removed
 	removeOnce   sync.Once
 }
@@ -299,6 +298,8 @@ func (m *Member) Run(ctx context.Context) error {
 		}
 	})
 	err := g.Wait()
+	// The transport has stopped: no transfer holds a pinned snapshot.
+	m.snaps.close()
 	if cerr := m.db.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("member: close db: %w", cerr)
 	}

@@ -199,20 +199,18 @@ func (m *Member) resumeInstall(rs *raftlog.Storage) error {
 
 // syncPeers points the transport at the current members.
 func (m *Member) syncPeers() {
-	members := m.cluster.Members()
+	applied := m.cluster.Members()
+	members := applied
 	if len(members) == 0 {
 		members = m.initialPeers
 	}
 	m.peersMu.Lock()
 	defer m.peersMu.Unlock()
-	self := false
-	for _, mem := range members {
-		self = self || mem.ID == m.id
-	}
-	if self {
-		m.wasMember = true
-	} else if m.wasMember && len(m.cluster.Members()) > 0 {
-		m.wasMember = false
+	// Removal is judged by the removed-ID record that applying
+	// ConfChangeRemoveNode writes, not by absence from the list: while the
+	// bootstrap conf changes (or a joiner's replay of the log) apply one by
+	// one, the list briefly lacks this member before it is added.
+	if _, ok := m.cluster.Member(m.id); !ok && membership.IsRemoved(m.db, m.id) {
 		m.removeOnce.Do(func() { close(m.removed) })
 	}
 	if m.peers == nil {
