@@ -271,6 +271,7 @@ type clusterInfo struct {
 // member joining with --initial-cluster-state=existing) and /version.
 func (m *Member) PeerHTTP() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("/members/promote/", m.servePromote)
 	mux.HandleFunc("/members", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(clusterInfo{ClusterID: m.cluster.ClusterID(), Members: m.cluster.Members()})

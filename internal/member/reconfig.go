@@ -4,6 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -16,6 +20,7 @@ import (
 
 	"github.com/cairnkv/cairn/internal/apply"
 	"github.com/cairnkv/cairn/internal/membership"
+	"github.com/cairnkv/cairn/internal/raftnode"
 )
 
 // Errors of membership changes; package api maps them to etcd's.
@@ -41,7 +46,11 @@ func validURLs(urls []string) bool {
 	}
 	for _, s := range urls {
 		u, err := url.Parse(s)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || !strings.Contains(u.Host, ":") || (u.Path != "" && u.Path != "/") {
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || (u.Path != "" && u.Path != "/") {
+			return false
+		}
+		// Compat: etcd needs host:port ("http://[::1]" has no port).
+		if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" {
 			return false
 		}
 	}
@@ -215,7 +224,8 @@ func (m *Member) UpdateMember(ctx context.Context, id uint64, peerURLs []string)
 }
 
 // PromoteMember turns a caught-up learner into a voter. Only the leader
-// knows how far a learner is, so a follower refuses with ErrNotLeader.
+// knows how far a learner is, so a follower forwards the request to the
+// leader's peer URL, as etcd does.
 func (m *Member) PromoteMember(ctx context.Context, id uint64) error {
 	mem, ok := m.cluster.Member(id)
 	if !ok {
@@ -229,7 +239,7 @@ func (m *Member) PromoteMember(ctx context.Context, id uint64) error {
 		return m.ctxErr(ctx, err)
 	}
 	if st.RaftState != raft.StateLeader {
-		return ErrNotLeader
+		return m.forwardPromote(ctx, st.Lead, id)
 	}
 	pr, ok := st.Progress[id]
 	leader := st.Progress[m.id]
@@ -238,6 +248,71 @@ func (m *Member) PromoteMember(ctx context.Context, id uint64) error {
 		return ErrLearnerNotReady
 	}
 	return m.reconfigure(ctx, raftpb.ConfChangeType_ConfChangeAddNode, id, nil)
+}
+
+// promoteError maps a forwarded promote's answer back to its error.
+func promoteError(text string) error {
+	for _, e := range []error{ErrMemberNotFound, ErrNotLearner, ErrLearnerNotReady, ErrNotLeader, ErrReconfigInProgress, ErrTimeout} {
+		if e.Error() == text {
+			return e
+		}
+	}
+	return nil
+}
+
+func (m *Member) forwardPromote(ctx context.Context, lead, id uint64) error {
+	if lead == raft.None {
+		return raftnode.ErrNoLeader
+	}
+	ld, ok := m.cluster.Member(lead)
+	if !ok || len(ld.PeerURLs) == 0 {
+		return ErrNotLeader
+	}
+	tctx, cancel := context.WithTimeout(ctx, m.requestTimeout())
+	defer cancel()
+	u := strings.TrimRight(ld.PeerURLs[0], "/") + "/members/promote/" + strconv.FormatUint(id, 16)
+	req, err := http.NewRequestWithContext(tctx, http.MethodPost, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return m.ctxErr(ctx, ErrTimeout)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	if e := promoteError(strings.TrimSpace(string(body))); e != nil {
+		return e
+	}
+	return fmt.Errorf("member: promote forwarded to leader %x: %s", lead, strings.TrimSpace(string(body)))
+}
+
+// servePromote answers a promote forwarded by a follower.
+func (m *Member) servePromote(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	id, err := strconv.ParseUint(strings.TrimPrefix(r.URL.Path, "/members/promote/"), 16, 64)
+	if err != nil {
+		http.Error(w, "bad member ID", http.StatusBadRequest)
+		return
+	}
+	st, err := m.node.Status(r.Context())
+	if err == nil && st.RaftState != raft.StateLeader {
+		err = ErrNotLeader // never forward twice
+	}
+	if err == nil {
+		err = m.PromoteMember(r.Context(), id)
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusPreconditionFailed)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
 }
 
 // MoveLeader transfers leadership to target and waits until it holds it.
