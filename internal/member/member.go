@@ -426,7 +426,10 @@ func (m *Member) nextID() uint64 {
 // committed before the call.
 func (m *Member) LinearizableBarrier(ctx context.Context) error {
 	if m.node.SoleVoterLeader() {
-		return nil
+		// No read-index round is needed, but committed entries may still
+		// be on their way through the applier (a learner may already have
+		// acknowledged them): wait for them.
+		return m.ctxErr(ctx, m.applier.WaitApplied(ctx, m.node.CommittedIndex()))
 	}
 	tctx, cancel := context.WithTimeout(ctx, m.requestTimeout())
 	defer cancel()
