@@ -112,6 +112,10 @@ type Node struct {
 	pendingRead *readBatch
 	inflight    map[string]*readBatch // raft goroutine only
 	readSeq     uint64                // raft goroutine only
+
+	// durableTerm and durableVote are the persisted HardState's (raft
+	// goroutine only).
+	durableTerm, durableVote uint64
 }
 
 // New creates the node; Run starts it.
@@ -156,6 +160,9 @@ func New(lg *zap.Logger, cfg Config) (*Node, error) {
 		applyc:   make(chan Apply, 64),
 		stopped:  make(chan struct{}),
 		inflight: make(map[string]*readBatch),
+	}
+	if hs, _, err := cfg.Storage.InitialState(); err == nil {
+		n.durableTerm, n.durableVote = hs.GetTerm(), hs.GetVote()
 	}
 	if st := rn.BasicStatus(); st.Lead != raft.None {
 		n.lead.Store(st.Lead)
@@ -294,19 +301,10 @@ func (n *Node) Run(ctx context.Context) error {
 			n.rn.Tick()
 		case p := <-n.propc:
 			n.propose(p)
-			// Drain what queued up meanwhile: one Ready, one fsync for all.
-			for more := true; more; {
-				select {
-				case p := <-n.propc:
-					n.propose(p)
-				default:
-					more = false
-				}
-			}
+			n.drain()
 		case m := <-n.recvc:
-			if err := n.rn.Step(m); err != nil {
-				n.lg.Debug("step failed", zap.Error(err))
-			}
+			n.step(m)
+			n.drain()
 		case <-n.readc:
 			n.issueRead()
 		case fn := <-n.doc:
@@ -316,6 +314,34 @@ func (n *Node) Run(ctx context.Context) error {
 				n.lg.Warn("raft log compaction failed", zap.Uint64("index", idx), zap.Error(err))
 			}
 		}
+	}
+}
+
+// termVoteDurable reports whether hs (a Ready's HardState, nil if
+// unchanged) changes nothing durable but the commit index.
+func (n *Node) termVoteDurable(hs *raftpb.HardState) bool {
+	return hs == nil || (hs.GetTerm() == n.durableTerm && hs.GetVote() == n.durableVote)
+}
+
+// drain takes every proposal and peer message already queued, so that they
+// all land in one Ready: one fsync and one round of messages for all of
+// them (on a follower, one fsync per leader append would cap throughput).
+func (n *Node) drain() {
+	for i := 0; i < 4096; i++ {
+		select {
+		case p := <-n.propc:
+			n.propose(p)
+		case m := <-n.recvc:
+			n.step(m)
+		default:
+			return
+		}
+	}
+}
+
+func (n *Node) step(m *raftpb.Message) {
+	if err := n.rn.Step(m); err != nil {
+		n.lg.Debug("step failed", zap.Error(err))
 	}
 }
 
@@ -401,12 +427,35 @@ func (n *Node) handleReady(ctx context.Context) error {
 	if hs != nil && !rd.MustSync && len(rd.Entries) == 0 && len(rd.CommittedEntries) > 0 {
 		hs, deferredCommit = nil, rd.HardState.GetCommit()
 	}
+	// A leader whose term and vote are already durable sends its appends
+	// before its own fsync, so it writes its disk in parallel with the
+	// followers writing theirs (raft thesis 10.2.1; raft doc.go: messages
+	// may be sent while entries of the same batch are persisted). Responses
+	// that promise durability (append and vote responses) always wait.
+	msgs := rd.Messages
+	if n.cfg.Transport != nil && len(msgs) > 0 && n.lead.Load() == n.cfg.ID && n.termVoteDurable(rd.HardState) {
+		var late []*raftpb.Message
+		var early []*raftpb.Message
+		for _, m := range msgs {
+			switch m.GetType() {
+			case raftpb.MessageType_MsgAppResp, raftpb.MessageType_MsgVoteResp, raftpb.MessageType_MsgPreVoteResp:
+				late = append(late, m)
+			default:
+				early = append(early, m)
+			}
+		}
+		n.cfg.Transport.Send(early)
+		msgs = late
+	}
 	if err := n.cfg.Storage.Save(hs, rd.Entries, rd.MustSync); err != nil {
 		return fmt.Errorf("raftnode: persist ready: %w", err)
 	}
+	if hs != nil {
+		n.durableTerm, n.durableVote = hs.GetTerm(), hs.GetVote()
+	}
 	// 2. Messages may now promise what is durable.
-	if len(rd.Messages) > 0 && n.cfg.Transport != nil {
-		n.cfg.Transport.Send(rd.Messages)
+	if len(msgs) > 0 && n.cfg.Transport != nil {
+		n.cfg.Transport.Send(msgs)
 	}
 	for _, rs := range rd.ReadStates {
 		if b, ok := n.inflight[string(rs.RequestCtx)]; ok {
