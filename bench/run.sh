@@ -5,13 +5,21 @@
 #   bench/run.sh                          # full comparison (about 10 minutes)
 #   SERVERS=etcd QUICK=1 bench/run.sh     # smoke test, etcd only (about 1 minute)
 #   TESTS="put-seq-c1 range-l-c1" bench/run.sh
+#   MODE=cluster bench/run.sh             # 3 members per server: writes -> leader, reads -> all
 #
 # Env (defaults in brackets):
+#   MODE         single | cluster                          [single]
 #   SERVERS      servers to run, in this order            ["etcd cairn"]
 #   TESTS        "default", "all" or a list of test names [default]
 #                default = put-seq-c1 put-seq-c100 range-l-c1 range-s-c1
 #                          range-l-c500 range-s-c500 txn-put-c100 load-1m
 #                all     = default + put-seq-c500 put-rand-c1 put-rand-c500 watch-latency
+#                MODE=cluster: default = put-seq-c1 put-seq-c100 range-l-c1 range-s-c1
+#                          range-l-c100 range-s-c100 range-l-c500 range-s-c500 txn-put-c100
+#                          all = default + put-seq-c500 put-rand-c1 put-rand-c500 watch-latency
+#                          (no load-1m in cluster mode)
+#   CLUSTER_CLIENT_PORTS / CLUSTER_PEER_PORTS  MODE=cluster ports of m1 m2 m3
+#                ["12379 22379 32379" / "12380 22380 32380"]
 #   QUICK=1      about 1/10 of the requests, and LOAD_TOTAL 20000 instead of 1,000,000
 #   NICE         nice level for the servers and the benchmark tool (same for both) [0]
 #   OUT          output dir                               [/tmp/cairn-bench/<UTC timestamp>]
@@ -35,6 +43,8 @@ ANCHORS=${ANCHORS:-$ROOT/../shared/anchors}
 ANCHORS=$(cd "$ANCHORS" && pwd)
 ANCHOR_DIR=${ANCHOR_DIR:-/tmp/anchors}
 BIN=$ANCHOR_DIR/bin
+MODE=${MODE:-single}
+case "$MODE" in single|cluster) ;; *) echo "run.sh: MODE must be single or cluster (got '$MODE')" >&2; exit 2 ;; esac
 SERVERS=${SERVERS:-etcd cairn}
 TESTS=${TESTS:-default}
 QUICK=${QUICK:-0}
@@ -55,9 +65,34 @@ LOAD_TIMEOUT=${LOAD_TIMEOUT:-300}
 CLIENT_PORT=2379
 PEER_PORT=2380
 EP=127.0.0.1:$CLIENT_PORT
+# MODE=cluster: members m1 m2 m3
+CLUSTER_CLIENT_PORTS=${CLUSTER_CLIENT_PORTS:-12379 22379 32379}
+CLUSTER_PEER_PORTS=${CLUSTER_PEER_PORTS:-12380 22380 32380}
+read -r -a CPORTS <<< "$CLUSTER_CLIENT_PORTS"
+read -r -a PPORTS <<< "$CLUSTER_PEER_PORTS"
+MEMBERS=(m1 m2 m3)
+if [ "$MODE" = cluster ]; then
+  [ "${#CPORTS[@]}" = 3 ] && [ "${#PPORTS[@]}" = 3 ] \
+    || { echo "run.sh: CLUSTER_CLIENT_PORTS and CLUSTER_PEER_PORTS need 3 ports each" >&2; exit 2; }
+fi
+ALL_EPS=""; INITIAL_CLUSTER=""
+for i in 0 1 2; do
+  ALL_EPS+="${ALL_EPS:+,}127.0.0.1:${CPORTS[$i]}"
+  INITIAL_CLUSTER+="${INITIAL_CLUSTER:+,}${MEMBERS[$i]}=http://127.0.0.1:${PPORTS[$i]}"
+done
+LEADER_EP=""    # MODE=cluster: client endpoint of the current leader
+LEADER_NAME=""
+STOP_MSG=""
 
 # The exact, reproducible command line (every knob that shapes the numbers).
-CMDLINE="SERVERS='$SERVERS' TESTS='$TESTS' QUICK=$QUICK NICE=$NICE LOAD_TOTAL=$LOAD_TOTAL"
+CMDLINE=""
+if [ "$MODE" = cluster ]; then
+  CMDLINE+="MODE=cluster "
+  if [ "$CLUSTER_CLIENT_PORTS" != "12379 22379 32379" ]; then CMDLINE+="CLUSTER_CLIENT_PORTS='$CLUSTER_CLIENT_PORTS' "; fi
+  if [ "$CLUSTER_PEER_PORTS" != "12380 22380 32380" ]; then CMDLINE+="CLUSTER_PEER_PORTS='$CLUSTER_PEER_PORTS' "; fi
+fi
+CMDLINE+="SERVERS='$SERVERS' TESTS='$TESTS' QUICK=$QUICK NICE=$NICE"
+if [ "$MODE" = single ]; then CMDLINE+=" LOAD_TOTAL=$LOAD_TOTAL"; fi
 if [ -n "${ETCD_FLAGS:-}" ]; then CMDLINE+=" ETCD_FLAGS='$ETCD_FLAGS'"; fi
 if [ -n "${CAIRN_FLAGS:-}" ]; then CMDLINE+=" CAIRN_FLAGS='$CAIRN_FLAGS'"; fi
 if [ -n "${CAIRN_BIN:-}" ]; then CMDLINE+=" CAIRN_BIN='$CAIRN_BIN'"; fi
@@ -68,6 +103,7 @@ RANGE_KEY=anchor-range-key
 PUTF="--key-size=8 --val-size=256"
 n() { if [ "$QUICK" = 1 ]; then echo $(($1 / 10)); else echo "$1"; fi; }
 # name|clients|conns|requests|benchmark subcommand + flags
+# (MODE=cluster: put/txn/watch go to the leader, range to all three members)
 SUITE=(
   "put-seq-c1|1|1|$(n 10000)|put $PUTF --sequential-keys --key-space-size=100000 --total=$(n 10000)"
   "put-seq-c100|100|10|$(n 50000)|put $PUTF --sequential-keys --key-space-size=100000 --total=$(n 50000)"
@@ -76,6 +112,8 @@ SUITE=(
   "put-rand-c500|500|100|$(n 100000)|put $PUTF --key-space-size=100000 --total=$(n 100000)"
   "range-l-c1|1|1|$(n 10000)|range $RANGE_KEY --consistency=l --total=$(n 10000)"
   "range-s-c1|1|1|$(n 10000)|range $RANGE_KEY --consistency=s --total=$(n 10000)"
+  "range-l-c100|100|10|$(n 50000)|range $RANGE_KEY --consistency=l --total=$(n 50000)"
+  "range-s-c100|100|10|$(n 50000)|range $RANGE_KEY --consistency=s --total=$(n 50000)"
   "range-l-c500|500|100|$(n 100000)|range $RANGE_KEY --consistency=l --total=$(n 100000)"
   "range-s-c500|500|100|$(n 100000)|range $RANGE_KEY --consistency=s --total=$(n 100000)"
   "txn-put-c100|100|10|$(n 50000)|txn-put $PUTF --key-space-size=100000 --total=$(n 50000)"
@@ -83,13 +121,20 @@ SUITE=(
 )
 DEFAULT_TESTS="put-seq-c1 put-seq-c100 range-l-c1 range-s-c1 range-l-c500 range-s-c500 txn-put-c100 load-1m"
 ALL_TESTS="put-seq-c1 put-seq-c100 put-seq-c500 put-rand-c1 put-rand-c500 range-l-c1 range-s-c1 range-l-c500 range-s-c500 txn-put-c100 watch-latency load-1m"
+KNOWN_TESTS="$ALL_TESTS range-l-c100 range-s-c100"
+if [ "$MODE" = cluster ]; then
+  DEFAULT_TESTS="put-seq-c1 put-seq-c100 range-l-c1 range-s-c1 range-l-c100 range-s-c100 range-l-c500 range-s-c500 txn-put-c100"
+  ALL_TESTS="put-seq-c1 put-seq-c100 put-seq-c500 put-rand-c1 put-rand-c500 range-l-c1 range-s-c1 range-l-c100 range-s-c100 range-l-c500 range-s-c500 txn-put-c100 watch-latency"
+  KNOWN_TESTS=$ALL_TESTS
+fi
 case "$TESTS" in
   default) SELECTED=$DEFAULT_TESTS ;;
   all) SELECTED=$ALL_TESTS ;;
   *) SELECTED=$TESTS ;;
 esac
 for t in $SELECTED; do
-  [[ " $ALL_TESTS " == *" $t "* ]] || { echo "run.sh: unknown test '$t' (known: $ALL_TESTS)" >&2; exit 2; }
+  if [ "$MODE" = cluster ] && [ "$t" = load-1m ]; then echo "run.sh: load-1m is not available with MODE=cluster" >&2; exit 2; fi
+  [[ " $KNOWN_TESTS " == *" $t "* ]] || { echo "run.sh: unknown test '$t' (known: $KNOWN_TESTS)" >&2; exit 2; }
 done
 for s in $SERVERS; do
   case "$s" in etcd|cairn) ;; *) echo "run.sh: unknown server '$s' (etcd, cairn)" >&2; exit 2 ;; esac
@@ -107,6 +152,7 @@ log "output: $OUT"
 
 # ---- cleanup: kill whatever server we started, drop data dirs ----------------
 SERVER_PID=""
+CLUSTER_PIDS=()  # MODE=cluster: pids of m1 m2 m3 ("" once gone)
 CHILD_PID=""  # a running benchmark/load job, started in the background so that traps fire at once
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/cairn-bench-data.XXXXXX")
 cleanup() {
@@ -118,6 +164,20 @@ cleanup() {
     kill -TERM "$SERVER_PID" 2>/dev/null || true
     for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$SERVER_PID" 2>/dev/null || true
+  fi
+  local p live=""
+  for p in "${CLUSTER_PIDS[@]}"; do
+    if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then live+=" $p"; fi
+  done
+  if [ -n "$live" ]; then
+    log "killing cluster member pids$live"
+    for p in $live; do kill -TERM "$p" 2>/dev/null || true; done
+    for _ in $(seq 1 50); do
+      local any=0
+      for p in $live; do kill -0 "$p" 2>/dev/null && any=1; done
+      [ $any = 1 ] || break; sleep 0.1
+    done
+    for p in $live; do kill -KILL "$p" 2>/dev/null || true; done
   fi
   if [ "${KEEP_DATA:-0}" = 1 ]; then log "data kept in $WORK"; else rm -rf "$WORK"; fi
   exit $rc
@@ -187,15 +247,39 @@ quiet_wait() {
     if [ "$i" -ge "$QUIET_IDLE" ] || [ $SECONDS -ge $deadline ]; then echo "$i"; return; fi
   done
 }
-srv_ticks() { awk '{print $14+$15}' "/proc/$SERVER_PID/stat" 2>/dev/null || echo 0; }
-srv_rss() { awk '/^VmRSS/{printf "%.0f", $2/1024}' "/proc/$SERVER_PID/status" 2>/dev/null || echo "?"; }
+# the running server's pids: one, or the 3 members in MODE=cluster
+srv_pids() { if [ "$MODE" = cluster ]; then echo "${CLUSTER_PIDS[*]}"; else echo "$SERVER_PID"; fi; }
+srv_ticks() { # user+sys CPU ticks, summed over all members
+  local t=0 p v
+  for p in $(srv_pids); do v=$(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null) || v=0; t=$((t + ${v:-0})); done
+  echo $t
+}
+srv_rss() { # MiB; MODE=cluster: m1/m2/m3
+  if [ "$MODE" != cluster ]; then
+    awk '/^VmRSS/{printf "%.0f", $2/1024}' "/proc/$SERVER_PID/status" 2>/dev/null || echo "?"; return
+  fi
+  local out="" p r
+  for p in "${CLUSTER_PIDS[@]}"; do
+    r=""; [ -n "$p" ] && r=$(awk '/^VmRSS/{printf "%.0f", $2/1024}' "/proc/$p/status" 2>/dev/null)
+    out+="${out:+/}${r:-?}"
+  done
+  echo "$out"
+}
+# all server processes alive? (MODE=cluster: all three members)
+srv_alive() {
+  local p
+  if [ "$MODE" != cluster ]; then kill -0 "$SERVER_PID" 2>/dev/null; return; fi
+  [ "${#CLUSTER_PIDS[@]}" = 3 ] || return 1
+  for p in "${CLUSTER_PIDS[@]}"; do [ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 1; done
+}
 
 # ---- server lifecycle -------------------------------------------------------------
 port_busy() { ss -Htln "( sport = :$1 )" 2>/dev/null | grep -q .; }
 STOPPED_ONE=0
 check_ports() {
-  local p
-  for p in $CLIENT_PORT $PEER_PORT; do
+  local p ports="$CLIENT_PORT $PEER_PORT"
+  if [ "$MODE" = cluster ]; then ports="${CPORTS[*]} ${PPORTS[*]}"; fi
+  for p in $ports; do
     if [ "$STOPPED_ONE" = 1 ]; then  # the server we just stopped may linger a moment
       for _ in $(seq 1 50); do port_busy "$p" || break; sleep 0.2; done
     fi
@@ -254,6 +338,110 @@ stop_server() {
   STOPPED_ONE=1
 }
 
+# ---- MODE=cluster: 3 members ---------------------------------------------------------
+# leader_of: prints "<endpoint> <member name>" of the member whose endpoint status says
+# MemberID == Leader (as ../shared/anchors/etcd-cluster.sh does); fails if none does.
+leader_of() {
+  local i ep f mid lid
+  for i in 0 1 2; do
+    ep=127.0.0.1:${CPORTS[$i]}
+    f=$("$BIN/etcdctl" --endpoints="$ep" --dial-timeout=1s --command-timeout=3s endpoint status -w fields 2>/dev/null) || continue
+    mid=$(awk -F' : ' '/^"MemberID"/{print $2}' <<< "$f")
+    lid=$(awk -F' : ' '/^"Leader"/{print $2}' <<< "$f")
+    if [ -n "$mid" ] && [ "$mid" != 0 ] && [ "$mid" = "$lid" ]; then echo "$ep ${MEMBERS[$i]}"; return 0; fi
+  done
+  return 1
+}
+# find_leader: sets LEADER_EP/LEADER_NAME (retrying up to $1 s, default 10)
+find_leader() {
+  local deadline=$((SECONDS + ${1:-10})) l
+  while :; do
+    if l=$(leader_of); then LEADER_EP=${l% *}; LEADER_NAME=${l#* }; return 0; fi
+    [ $SECONDS -lt "$deadline" ] || return 1
+    sleep 0.2
+  done
+}
+dead_members() { # names of members whose process is gone
+  local i out=""
+  for i in 0 1 2; do kill -0 "${CLUSTER_PIDS[$i]:-0}" 2>/dev/null || out+=" ${MEMBERS[$i]}"; done
+  echo "${out# }"
+}
+note_dead_members() { # $1 = server: records the dead members in $OUT/$1/FAILED (once)
+  local d; d=$(dead_members)
+  [ -n "$d" ] || return 1
+  grep -q 'died' "$OUT/$1/FAILED" 2>/dev/null && return 0
+  cluster_log_tails "$OUT/$1"
+  echo "member(s) $d died during the suite (logs$(for m in $d; do printf ' %s' "$OUT/$1/$m.log"; done))" >> "$OUT/$1/FAILED"
+}
+cluster_log_tails() { # $1 = log dir
+  local m
+  for m in "${MEMBERS[@]}"; do echo "--- $1/$m.log (last 20 lines)"; tail -20 "$1/$m.log" 2>/dev/null; done >&2
+}
+
+start_cluster() { # $1=server $2=data root $3=log dir
+  local s=$1 root=$2 logd=$3 extra i m rc t0 dead
+  check_ports
+  rm -rf "$root"; mkdir -p "$root" "$logd"
+  if [ "$s" = etcd ]; then extra=${ETCD_FLAGS:-}; else extra=${CAIRN_FLAGS:-}; fi
+  CLUSTER_PIDS=()
+  for i in 0 1 2; do
+    m=${MEMBERS[$i]}
+    # shellcheck disable=SC2086
+    nice -n "$NICE" "${SRV_BIN[$s]}" --name "$m" --data-dir "$root/$m" \
+      --listen-client-urls "http://127.0.0.1:${CPORTS[$i]}" --advertise-client-urls "http://127.0.0.1:${CPORTS[$i]}" \
+      --listen-peer-urls "http://127.0.0.1:${PPORTS[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${PPORTS[$i]}" \
+      --initial-cluster "$INITIAL_CLUSTER" --initial-cluster-state new --initial-cluster-token bench \
+      --log-level warn $extra > "$logd/$m.log" 2>&1 < /dev/null &
+    CLUSTER_PIDS+=($!)
+  done
+  t0=$SECONDS
+  while :; do
+    dead=""
+    for i in 0 1 2; do kill -0 "${CLUSTER_PIDS[$i]}" 2>/dev/null || dead+=" ${MEMBERS[$i]}"; done
+    if [ -n "$dead" ]; then
+      cluster_log_tails "$logd"
+      echo "run.sh: $s member(s)$dead exited before the cluster became ready; logs $logd/m{1,2,3}.log" >&2
+      stop_cluster; return 1
+    fi
+    # every member healthy (Range + AlarmList), or at least answering a linearizable get
+    if { "$BIN/etcdctl" --endpoints="$ALL_EPS" --dial-timeout=1s --command-timeout=2s endpoint health >/dev/null 2>&1 \
+         || ( for i in 0 1 2; do "$BIN/etcdctl" --endpoints="127.0.0.1:${CPORTS[$i]}" --dial-timeout=1s --command-timeout=2s \
+                get cairn-bench-ready-probe >/dev/null 2>&1 || exit 1; done ); } \
+       && find_leader 0; then
+      log "$s cluster ready ($((SECONDS - t0)) s; pids ${CLUSTER_PIDS[*]}; leader $LEADER_NAME $LEADER_EP; data $root)"
+      return 0
+    fi
+    if [ $((SECONDS - t0)) -ge "$READY_TIMEOUT" ]; then
+      "$BIN/etcdctl" --endpoints="$ALL_EPS" --dial-timeout=1s --command-timeout=2s endpoint health >&2 || true
+      "$BIN/etcdctl" --endpoints="$ALL_EPS" --dial-timeout=1s --command-timeout=2s endpoint status -w table >&2 || true
+      cluster_log_tails "$logd"
+      echo "run.sh: $s cluster not ready (all healthy + a leader in endpoint status) after $READY_TIMEOUT s; logs $logd/m{1,2,3}.log" >&2
+      stop_cluster; return 1
+    fi
+    sleep 0.2
+  done
+}
+
+stop_cluster() { # SIGTERM all members at once, wait; SIGKILL after STOP_TIMEOUT
+  [ "${#CLUSTER_PIDS[@]}" -gt 0 ] || return 0
+  local i p rc any msg=""
+  for p in "${CLUSTER_PIDS[@]}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 $((STOP_TIMEOUT * 10))); do
+    any=0; for p in "${CLUSTER_PIDS[@]}"; do [ -n "$p" ] && kill -0 "$p" 2>/dev/null && any=1; done
+    [ $any = 1 ] || break; sleep 0.1
+  done
+  for i in "${!CLUSTER_PIDS[@]}"; do
+    p=${CLUSTER_PIDS[$i]}; [ -n "$p" ] || continue
+    if kill -0 "$p" 2>/dev/null; then log "${MEMBERS[$i]} pid $p ignored SIGTERM for $STOP_TIMEOUT s: SIGKILL"; kill -KILL "$p" 2>/dev/null || true; fi
+    wait "$p" 2>/dev/null && rc=0 || rc=$?
+    msg+=" ${MEMBERS[$i]}=$p(exit $rc)"
+  done
+  log "stopped cluster:$msg"
+  STOP_MSG=$msg
+  CLUSTER_PIDS=()
+  STOPPED_ONE=1
+}
+
 kill_child() {
   local c
   for c in $(ps -o pid= --ppid "$CHILD_PID" 2>/dev/null); do kill -TERM "$c" 2>/dev/null || true; done
@@ -264,8 +452,8 @@ kill_child() {
 wait_child_or_server_death() {
   local rc=0
   while kill -0 "$CHILD_PID" 2>/dev/null; do
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-      log "server pid $SERVER_PID died during the test; stopping the benchmark"
+    if ! srv_alive; then
+      log "server pid(s) $(srv_pids): one died during the test; stopping the benchmark"
       kill_child
       break
     fi
@@ -279,25 +467,49 @@ wait_child_or_server_death() {
 # ---- the suite against one running server -----------------------------------------
 run_suite() { # $1=server ; writes $OUT/$1/suite.tsv
   local s=$1 dir=$OUT/$1 line name clients conns reqs args rc idle b0 b1 s0 s1 scpu bcpu ocpu rss
-  printf "test\tclients\tconns\trequests\ttotal_s\tqps\tavg_ms\tp50_ms\tp99_ms\tp999_ms\terrors\trss_mib\tsrv_cpu_s\tbench_cpu_s\tother_cpu_s\tidle_before\trc\n" > "$dir/suite.tsv"
+  local eps=$EP wep=$EP cols="" extra="" i prev
+  # MODE=cluster adds two columns: the leader at the start of the test, and the endpoints used
+  if [ "$MODE" = cluster ]; then cols="\tleader\tendpoints"; wep=$LEADER_EP; fi
+  printf "test\tclients\tconns\trequests\ttotal_s\tqps\tavg_ms\tp50_ms\tp99_ms\tp999_ms\terrors\trss_mib\tsrv_cpu_s\tbench_cpu_s\tother_cpu_s\tidle_before\trc$cols\n" > "$dir/suite.tsv"
   VAL256=$(head -c 256 /dev/zero | tr '\0' 'v')
-  "$BIN/etcdctl" --endpoints="$EP" put "$RANGE_KEY" "$VAL256" > /dev/null 2> "$dir/seed.err" \
+  "$BIN/etcdctl" --endpoints="$wep" put "$RANGE_KEY" "$VAL256" > /dev/null 2> "$dir/seed.err" \
     || { cat "$dir/seed.err" >&2; log "$s: seed put failed; range tests will fail"; }
+  if [ "$MODE" = cluster ]; then # a linearizable get on each member: all have applied the seed
+    for i in 0 1 2; do
+      "$BIN/etcdctl" --endpoints="127.0.0.1:${CPORTS[$i]}" get "$RANGE_KEY" > /dev/null 2>> "$dir/seed.err" \
+        || log "$s: seed get on ${MEMBERS[$i]} failed: $(tail -1 "$dir/seed.err")"
+    done
+  fi
   for line in "${SUITE[@]}"; do
     IFS='|' read -r name clients conns reqs args <<< "$line"
     want "$name" || continue
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    if ! srv_alive; then
       log "$s: server is gone, skipping $name"
-      grep -q 'died' "$dir/FAILED" 2>/dev/null || echo "server died during the suite (see server-suite.log)" >> "$dir/FAILED"
-      printf "%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\tserver-dead\n" "$name" "$clients" "$conns" "$reqs" >> "$dir/suite.tsv"
+      if [ "$MODE" = cluster ]; then
+        note_dead_members "$s" || true
+        extra="\t-\t-"
+      else
+        grep -q 'died' "$dir/FAILED" 2>/dev/null || echo "server died during the suite (see server-suite.log)" >> "$dir/FAILED"
+      fi
+      printf "%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\tserver-dead$extra\n" "$name" "$clients" "$conns" "$reqs" >> "$dir/suite.tsv"
       continue
+    fi
+    if [ "$MODE" = cluster ]; then
+      prev=$LEADER_NAME
+      find_leader 10 || log "$s: no leader in endpoint status before $name; still using $prev $LEADER_EP"
+      if [ "$LEADER_NAME" != "$prev" ]; then
+        log "$s: LEADER CHANGED $prev -> $LEADER_NAME ($LEADER_EP) before $name"
+        echo "$prev -> $LEADER_NAME before $name" >> "$dir/leader-changes"
+      fi
+      case "$name" in range-*) eps=$ALL_EPS ;; *) eps=$LEADER_EP ;; esac
+      extra="\t$LEADER_NAME\t$eps"
     fi
     idle=$(quiet_wait)
     b0=$(busy_ticks); s0=$(srv_ticks)
     rc=0
     # shellcheck disable=SC2086
     ( TIMEFORMAT='%U %S'
-      time timeout "$BENCH_TIMEOUT" nice -n "$NICE" "$BIN/benchmark" --precise --endpoints="$EP" \
+      time timeout "$BENCH_TIMEOUT" nice -n "$NICE" "$BIN/benchmark" --precise --endpoints="$eps" \
         --clients="$clients" --conns="$conns" $args > "$dir/$name.txt" 2>&1 ) 2> "$dir/$name.time" &
     CHILD_PID=$!
     wait_child_or_server_death || rc=$?
@@ -307,7 +519,7 @@ run_suite() { # $1=server ; writes $OUT/$1/suite.tsv
     ocpu=$(awk -v a="$b0" -v b="$b1" -v t="$TICK" -v s="$scpu" -v c="$bcpu" 'BEGIN{o=(b-a)/t-s-c; if(o<0)o=0; printf "%.1f", o}')
     rss=$(srv_rss)
     res=$("$ANCHORS/parse-bench.sh" "$dir/$name.txt")
-    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$name" "$clients" "$conns" "$reqs" "$res" \
+    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s$extra\n" "$name" "$clients" "$conns" "$reqs" "$res" \
       "$rss" "$scpu" "$bcpu" "$ocpu" "$idle" "$rc" >> "$dir/suite.tsv"
     log "$s $name: $(tr '\t' ' ' <<< "$res" | awk '{printf "%s req/s, p99 %s ms, errors %s", $2, $5, $7}') rss=${rss}MiB srv_cpu=${scpu}s other_cpu=${ocpu}s idle_before=${idle}% rc=$rc"
   done
@@ -316,6 +528,32 @@ run_suite() { # $1=server ; writes $OUT/$1/suite.tsv
 # ---- main loop ----------------------------------------------------------------------
 for s in $SERVERS; do
   mkdir -p "$OUT/$s"
+  if [ "$MODE" = cluster ]; then
+    log "=== $s: 3-member cluster, suite ($SELECTED)"
+    if start_cluster "$s" "$WORK/$s-cluster" "$OUT/$s"; then
+      echo "$(srv_rss)" > "$OUT/$s/idle-rss-mib"
+      echo "$LEADER_NAME $LEADER_EP" > "$OUT/$s/leader-start"
+      run_suite "$s"
+      if note_dead_members "$s"; then :
+      else
+        prev=$LEADER_NAME
+        if find_leader 10; then
+          echo "$LEADER_NAME $LEADER_EP" > "$OUT/$s/leader-end"
+          [ "$LEADER_NAME" = "$prev" ] || echo "$prev -> $LEADER_NAME after the last test" >> "$OUT/$s/leader-changes"
+        else
+          echo "none" > "$OUT/$s/leader-end"
+        fi
+      fi
+      STOP_MSG=""
+      stop_cluster
+      echo "${STOP_MSG# }" > "$OUT/$s/member-exits"
+      du -sb "$WORK/$s-cluster" | cut -f1 > "$OUT/$s/suite-datadir-bytes"
+      [ "${KEEP_DATA:-0}" = 1 ] || rm -rf "$WORK/$s-cluster"
+    else
+      echo "cluster did not start (logs $OUT/$s/m1.log m2.log m3.log)" > "$OUT/$s/FAILED"
+    fi
+    continue
+  fi
   if want_suite; then
     log "=== $s: suite ($SELECTED)"
     if start_server "$s" "$WORK/$s-suite" "$OUT/$s/server-suite.log"; then
@@ -381,6 +619,52 @@ load_val() { # server key -> value from load-1m.txt
 }
 
 SUMMARY=$OUT/summary.md
+cluster_summary() {
+  local s line name clients conns reqs eps
+  echo "# cairn vs etcd: 3-member cluster on 127.0.0.1 (writes -> leader, reads -> all three)"
+  echo
+  echo "command: \`$CMDLINE\`"
+  echo
+  sed 's/^/    /' "$OUT/versions.txt"
+  echo
+  echo "Members m1 m2 m3: clients ${ALL_EPS//,/ }, peers ${CLUSTER_PEER_PORTS// /\/}; flags for both servers:"
+  echo "\`--initial-cluster $INITIAL_CLUSTER --initial-cluster-state new --initial-cluster-token bench --log-level warn\`."
+  for s in $SERVERS; do
+    [ -f "$OUT/$s/leader-start" ] || continue
+    printf -- "- %s: leader %s at start, %s at end" "$s" "$(cut -d' ' -f1 "$OUT/$s/leader-start")" \
+      "$(cut -d' ' -f1 "$OUT/$s/leader-end" 2>/dev/null || echo '?')"
+    if [ -s "$OUT/$s/leader-changes" ]; then printf "; **leader changed**: %s" "$(paste -sd';' "$OUT/$s/leader-changes")"; fi
+    printf "; idle RSS MiB m1/m2/m3 %s; exit codes at stop (SIGTERM): %s\n" "$(cat "$OUT/$s/idle-rss-mib" 2>/dev/null || echo -)" \
+      "$(cat "$OUT/$s/member-exits" 2>/dev/null || echo -)"
+  done
+  echo
+  echo "## Throughput and latency (ratio = cairn QPS / etcd QPS: >1 means cairn is faster)"
+  echo
+  echo "| test | etcd QPS | cairn QPS | ratio (cairn/etcd) | etcd p99 ms | cairn p99 ms | etcd p50 ms | cairn p50 ms | clients/conns | requests | to | srv CPU µs/op (3 members) etcd / cairn | other CPU s etcd / cairn |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|---:|"
+  for line in "${SUITE[@]}"; do
+    IFS='|' read -r name clients conns reqs _ <<< "$line"
+    want "$name" || continue
+    case "$name" in range-*) eps="all 3" ;; *) eps="leader" ;; esac
+    printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s/%s | %s | %s | %s / %s | %s / %s |\n" "$name" \
+      "$(qps_cell etcd "$name")" "$(qps_cell cairn "$name")" \
+      "$(ratio "$(field etcd "$name" qps)" "$(field cairn "$name" qps)")" \
+      "$(cell "$(field etcd "$name" p99_ms)")" "$(cell "$(field cairn "$name" p99_ms)")" \
+      "$(cell "$(field etcd "$name" p50_ms)")" "$(cell "$(field cairn "$name" p50_ms)")" \
+      "$clients" "$conns" "$reqs" "$eps" \
+      "$(cpu_per_op etcd "$name")" "$(cpu_per_op cairn "$name")" \
+      "$(cell "$(field etcd "$name" other_cpu_s)")" "$(cell "$(field cairn "$name" other_cpu_s)")"
+  done
+  echo
+  echo "Server CPU is user+sys of the three member processes together, per request."
+  echo "\"other CPU s\" is CPU used by other processes on the machine during the test: large values mean the number is disturbed."
+  echo
+  for s in $SERVERS; do
+    if [ -f "$OUT/$s/FAILED" ]; then echo "**$s: $(paste -sd';' "$OUT/$s/FAILED")** (logs in $OUT/$s/)"; echo; fi
+  done
+  echo "Raw outputs: $OUT/<server>/ (suite.tsv, <test>.txt, m1.log m2.log m3.log, leader-*, member-exits)."
+}
+if [ "$MODE" = cluster ]; then cluster_summary > "$SUMMARY"; else
 {
   echo "# cairn vs etcd"
   echo
@@ -431,6 +715,7 @@ SUMMARY=$OUT/summary.md
   done
   echo "Raw outputs: $OUT/<server>/ (suite.tsv, <test>.txt, load-1m/, server-*.log)."
 } > "$SUMMARY"
+fi
 echo
 cat "$SUMMARY"
 

@@ -172,6 +172,7 @@ func newMember(lg *zap.Logger, cfg config.Server, db *pebble.DB, opts Options) (
 		m.transport = transport.New(lg.Named("transport"), transport.Config{
 			LocalID: m.id, ClusterID: m.cluster.ClusterID(), Raft: (*raftGlue)(m), Snapshots: (*snapGlue)(m),
 			IsRemoved: func(id uint64) bool { return membership.IsRemoved(db, id) },
+			OnRemoved: func() { m.removeOnce.Do(func() { close(m.removed) }) },
 		})
 	}
 	tick := cfg.HeartbeatInterval

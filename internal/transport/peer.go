@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"io"
 	"math/rand/v2"
 	"sync/atomic"
@@ -103,6 +105,10 @@ func (p *peer) run() {
 			return
 		}
 		p.t.reportUnreachable(p.id)
+		if st, ok := status.FromError(err); ok && st.Code() == codes.PermissionDenied && st.Message() == errRemovedText && p.t.cfg.OnRemoved != nil {
+			lg.Warn("peer says this member was removed from the cluster")
+			p.t.cfg.OnRemoved()
+		}
 		if established {
 			p.t.met.disconnected.WithLabelValues(p.t.localLabel(), p.label).Inc()
 			lg.Warn("lost the stream to peer", zap.Error(err))

@@ -145,7 +145,7 @@ func (t *Transport) authorize(ctx context.Context) (uint64, error) {
 	case stopped:
 		return 0, status.Error(codes.Unavailable, "cairn: peer transport stopped")
 	case !known && t.cfg.IsRemoved != nil && t.cfg.IsRemoved(from):
-		return 0, status.Error(codes.PermissionDenied, "etcdserver: the member has been permanently removed from the cluster")
+		return 0, status.Error(codes.PermissionDenied, errRemovedText)
 	case !known:
 		return 0, status.Errorf(codes.NotFound, "cairn: member %s is not a known peer of member %s",
 			idString(from), idString(t.cfg.LocalID))
@@ -201,6 +201,12 @@ func (t *Transport) serveStream(ss grpc.ServerStream) error {
 				return err
 			}
 			recvBytes.Add(float64(len(b.GetValue())))
+			// A member removed while its stream was open is told so on its
+			// next batch (authorize only runs when a stream opens), so a
+			// member that missed the commit of its own removal still stops.
+			if t.peer(from) == nil && t.cfg.IsRemoved != nil && t.cfg.IsRemoved(from) {
+				return status.Error(codes.PermissionDenied, errRemovedText)
+			}
 			if err := t.deliver(ctx, from, b.GetValue()); err != nil {
 				if ctx.Err() != nil {
 					return status.FromContextError(ctx.Err()).Err()
@@ -284,3 +290,6 @@ func decodeBatch(b []byte, fn func(*raftpb.Message) error) error {
 	}
 	return nil
 }
+
+// errRemovedText is etcd's message to a member removed from the cluster.
+const errRemovedText = "etcdserver: the member has been permanently removed from the cluster"

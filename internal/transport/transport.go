@@ -148,6 +148,9 @@ type Config struct {
 	// "the member has been permanently removed from the cluster", instead
 	// of codes.NotFound.
 	IsRemoved func(id uint64) bool
+	// OnRemoved, if set, is called (possibly more than once) when a peer
+	// answers that this member was removed from the cluster.
+	OnRemoved func()
 }
 
 // Transport is the peer transport of one member. Create it with New;
