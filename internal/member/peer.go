@@ -96,9 +96,8 @@ func (s *snapshotSource) take(db *pebble.DB) func() (*raftpb.Snapshot, error) {
 		if s.snaps == nil {
 			s.snaps = map[uint64]*pinned{}
 		}
-		if old, ok := s.snaps[index]; ok {
-			ps.Close()
-			ps = old.snap
+		if _, ok := s.snaps[index]; ok {
+			ps.Close() // the one pinned for this index serves
 		} else {
 			// Keep only recent snapshots pinned: older ones are released
 			// once no transfer uses them.

@@ -331,17 +331,6 @@ func (s *server) waitExit(d time.Duration) (exited bool, err error) {
 	}
 }
 
-// running returns the members whose process runs.
-func (c *cluster) running() []*server {
-	var out []*server
-	for _, s := range c.members {
-		if s.proc != nil {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 func endpointsOf(members []*server) []string {
 	var eps []string
 	for _, s := range members {

@@ -402,16 +402,6 @@ func (c *cluster) all() []*node {
 	return slices.Clone(c.nodes)
 }
 
-func (c *cluster) node(name string) *node {
-	for _, nd := range c.all() {
-		if nd.name == name {
-			return nd
-		}
-	}
-	c.t.Fatalf("no node %s", name)
-	return nil
-}
-
 func (c *cluster) byID(id uint64) *node {
 	for _, nd := range c.all() {
 		if nd.ID() == id {
@@ -877,15 +867,4 @@ func sameHistory(nodes ...*node) error {
 		}
 	}
 	return nil
-}
-
-// skipKnownBug skips a test that pins a reported bug unless
-// CAIRN_IT_KNOWN_BUGS=1 (or names the bug), so that the suite stays green
-// until the bug is fixed; then the skip should be removed.
-func skipKnownBug(t *testing.T, name string) {
-	v := os.Getenv("CAIRN_IT_KNOWN_BUGS")
-	if v == "1" || v == name {
-		return
-	}
-	t.Skipf("pins known bug %s (see the test's comment); run with CAIRN_IT_KNOWN_BUGS=1 to see it fail", name)
 }
