@@ -216,7 +216,20 @@ func readApplied(r pebble.Reader) (index, term uint64, err error) {
 }
 
 func (a *Applier) applyBatch(batch []raftnode.Apply) error {
-	b := a.cfg.DB.NewIndexedBatch()
+	reqs, indexed, err := a.decode(batch)
+	if err != nil {
+		return err
+	}
+	// Only requests that read through the batch (txns, deletes, puts that
+	// keep the old value or lease) need an indexed batch; plain puts find
+	// the latest version through the store's overlay, and an unindexed
+	// batch spares a second skiplist insert per write.
+	var b *pebble.Batch
+	if indexed {
+		b = a.cfg.DB.NewIndexedBatch()
+	} else {
+		b = a.cfg.DB.NewBatch()
+	}
 	defer b.Close()
 	if err := a.cfg.Store.BeginApply(); err != nil {
 		return err
@@ -241,12 +254,8 @@ func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 			}
 			switch e.GetType() {
 			case raftpb.EntryType_EntryNormal:
-				if len(e.GetData()) > 0 {
-					d, err := a.applyNormal(b, e)
-					if err != nil {
-						return err
-					}
-					deliveries = append(deliveries, d)
+				if req := reqs[idx]; req != nil {
+					deliveries = append(deliveries, a.applyNormal(b, req))
 				}
 			case raftpb.EntryType_EntryConfChange, raftpb.EntryType_EntryConfChangeV2:
 				fns, err := a.applyConfChange(b, e, ap.ConfStates[idx])
@@ -295,16 +304,36 @@ func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 	return nil
 }
 
-func (a *Applier) applyNormal(b *pebble.Batch, e *raftpb.Entry) (delivery, error) {
-	req := &pb.InternalRaftRequest{}
-	if err := proto.Unmarshal(e.GetData(), req); err != nil {
-		return delivery{}, fmt.Errorf("apply: entry %d does not decode (corrupt log?): %w", e.GetIndex(), err)
+// decode decodes the normal entries of batch that are not applied yet and
+// reports whether any of them needs an indexed batch.
+func (a *Applier) decode(batch []raftnode.Apply) (map[uint64]*pb.InternalRaftRequest, bool, error) {
+	applied := a.applied.Load()
+	reqs := make(map[uint64]*pb.InternalRaftRequest)
+	indexed := false
+	for _, ap := range batch {
+		for _, e := range ap.Entries {
+			if e.GetIndex() <= applied || e.GetType() != raftpb.EntryType_EntryNormal || len(e.GetData()) == 0 {
+				continue
+			}
+			req := &pb.InternalRaftRequest{}
+			if err := proto.Unmarshal(e.GetData(), req); err != nil {
+				return nil, false, fmt.Errorf("apply: entry %d does not decode (corrupt log?): %w", e.GetIndex(), err)
+			}
+			reqs[e.GetIndex()] = req
+			if req.Txn != nil || req.DeleteRange != nil || (req.Put != nil && (req.Put.IgnoreValue || req.Put.IgnoreLease)) {
+				indexed = true
+			}
+		}
 	}
+	return reqs, indexed, nil
+}
+
+func (a *Applier) applyNormal(b *pebble.Batch, req *pb.InternalRaftRequest) delivery {
 	id := req.ID
 	if req.Header != nil && req.Header.ID != 0 {
 		id = req.Header.ID
 	}
-	return delivery{id: id, r: a.applyRequest(b, req)}, nil
+	return delivery{id: id, r: a.applyRequest(b, req)}
 }
 
 func (a *Applier) applyRequest(b *pebble.Batch, req *pb.InternalRaftRequest) Result {
