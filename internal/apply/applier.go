@@ -320,12 +320,48 @@ func (a *Applier) decode(batch []raftnode.Apply) (map[uint64]*pb.InternalRaftReq
 				return nil, false, fmt.Errorf("apply: entry %d does not decode (corrupt log?): %w", e.GetIndex(), err)
 			}
 			reqs[e.GetIndex()] = req
-			if req.Txn != nil || req.DeleteRange != nil || (req.Put != nil && (req.Put.IgnoreValue || req.Put.IgnoreLease)) {
-				indexed = true
-			}
+			indexed = indexed || readsBatch(req)
 		}
 	}
 	return reqs, indexed, nil
+}
+
+// readsBatch reports whether applying req reads keys through the batch:
+// deletes and compares do, as do puts that keep the old value or lease;
+// plain puts (alone or in a txn without compares) do not.
+func readsBatch(req *pb.InternalRaftRequest) bool {
+	switch {
+	case req.DeleteRange != nil:
+		return true
+	case req.Put != nil:
+		return req.Put.IgnoreValue || req.Put.IgnoreLease
+	case req.Txn != nil:
+		return txnReadsBatch(req.Txn)
+	}
+	return false
+}
+
+func txnReadsBatch(t *pb.TxnRequest) bool {
+	if len(t.Compare) > 0 {
+		return true
+	}
+	for _, ops := range [][]*pb.RequestOp{t.Success, t.Failure} {
+		for _, op := range ops {
+			switch {
+			case op.GetRequestPut() != nil:
+				if p := op.GetRequestPut(); p.IgnoreValue || p.IgnoreLease {
+					return true
+				}
+			case op.GetRequestTxn() != nil:
+				if txnReadsBatch(op.GetRequestTxn()) {
+					return true
+				}
+			default:
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (a *Applier) applyNormal(b *pebble.Batch, req *pb.InternalRaftRequest) delivery {
