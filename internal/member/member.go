@@ -366,15 +366,8 @@ func (m *Member) Propose(ctx context.Context, req *pb.InternalRaftRequest) (appl
 	if uint(len(data)) > m.cfg.MaxRequestBytes {
 		return apply.Result{}, ErrTooLarge
 	}
-	ch := make(chan apply.Result, 1)
-	m.waitMu.Lock()
-	m.waits[id] = ch
-	m.waitMu.Unlock()
-	defer func() {
-		m.waitMu.Lock()
-		delete(m.waits, id)
-		m.waitMu.Unlock()
-	}()
+	ch, done := m.register(id)
+	defer done()
 	tctx, cancel := context.WithTimeout(ctx, m.requestTimeout())
 	defer cancel()
 	errc, err := m.node.Propose(tctx, data)
@@ -402,6 +395,20 @@ func (m *Member) ctxErr(ctx context.Context, err error) error {
 		return ErrTimeout
 	}
 	return err
+}
+
+// register makes the applier's result for request id arrive on the
+// returned channel until done is called.
+func (m *Member) register(id uint64) (<-chan apply.Result, func()) {
+	ch := make(chan apply.Result, 1)
+	m.waitMu.Lock()
+	m.waits[id] = ch
+	m.waitMu.Unlock()
+	return ch, func() {
+		m.waitMu.Lock()
+		delete(m.waits, id)
+		m.waitMu.Unlock()
+	}
 }
 
 func (m *Member) deliver(id uint64, r apply.Result) {

@@ -114,15 +114,8 @@ func (m *Member) reconfigure(ctx context.Context, typ raftpb.ConfChangeType, id 
 		Changes: []*raftpb.ConfChangeSingle{{Type: typ.Enum(), NodeId: proto.Uint64(id)}},
 		Context: data,
 	}
-	ch := make(chan apply.Result, 1)
-	m.waitMu.Lock()
-	m.waits[reqID] = ch
-	m.waitMu.Unlock()
-	defer func() {
-		m.waitMu.Lock()
-		delete(m.waits, reqID)
-		m.waitMu.Unlock()
-	}()
+	ch, done := m.register(reqID)
+	defer done()
 	tctx, cancel := context.WithTimeout(ctx, m.requestTimeout())
 	defer cancel()
 	if err := m.node.ProposeConfChange(tctx, cc); err != nil {
