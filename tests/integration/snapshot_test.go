@@ -1,8 +1,14 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/cairnkv/cairn/internal/watch"
 
 	"github.com/cairnkv/cairn/internal/config"
 )
@@ -29,6 +35,11 @@ func TestSnapshotCatchUp(t *testing.T) {
 	c.mustPut(ld, "first", "1")
 	c.waitConverged(1000)
 	f := c.others(ld)[0]
+	// A watcher on the follower must get every change the snapshot
+	// skipped over, replayed from the snapshot's revision log.
+	ws := f.member().Watch().NewStream()
+	defer ws.Close()
+	ws.Create(&pb.WatchCreateRequest{Key: []byte("snap/"), RangeEnd: []byte("snap0")})
 	c.net.partition(ids(f), ids(c.all()...))
 
 	c.putMany(ld, "snap/", 200, 16)
@@ -55,6 +66,7 @@ func TestSnapshotCatchUp(t *testing.T) {
 	if err := sameHistory(c.running()...); err != nil {
 		t.Fatal(err)
 	}
+	checkWatched(t, ws, 210)
 
 	// After the snapshot the follower follows the log again.
 	c.mustPut(f, "after-snapshot", "1")
@@ -99,6 +111,11 @@ func TestStopAfterSendingSnapshot(t *testing.T) {
 	c.strict = true
 	ld := c.waitLeader()
 	f := c.others(ld)[0]
+	// A watcher on the follower must get every change the snapshot
+	// skipped over, replayed from the snapshot's revision log.
+	ws := f.member().Watch().NewStream()
+	defer ws.Close()
+	ws.Create(&pb.WatchCreateRequest{Key: []byte("snap/"), RangeEnd: []byte("snap0")})
 	c.net.partition(ids(f), ids(c.all()...))
 	c.putMany(ld, "k", 100, 16)
 	c.net.heal()
@@ -108,5 +125,34 @@ func TestStopAfterSendingSnapshot(t *testing.T) {
 	}
 	if err := ld.stop(); err != nil {
 		t.Fatalf("stopping the leader that sent a snapshot: %v", err)
+	}
+}
+
+// checkWatched reads n events from ws after its created response: each put
+// of the test's prefix once, in revision order.
+func checkWatched(t *testing.T, ws *watch.Stream, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var last int64
+	got := 0
+	for got < n {
+		resp, _, err := ws.Next(ctx)
+		if err != nil {
+			t.Fatalf("watch on the follower: %d of %d events: %v", got, n, err)
+		}
+		if resp.Canceled || resp.CompactRevision != 0 {
+			t.Fatalf("watch on the follower canceled: %v", resp)
+		}
+		for _, ev := range resp.Events {
+			if ev.Kv.ModRevision <= last {
+				t.Fatalf("watch event at revision %d after %d", ev.Kv.ModRevision, last)
+			}
+			last = ev.Kv.ModRevision
+			got++
+		}
+	}
+	if got != n {
+		t.Fatalf("watch got %d events, want %d", got, n)
 	}
 }
