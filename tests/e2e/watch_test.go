@@ -7,6 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"net/http"
+	"strconv"
 	"os/exec"
 	"strings"
 	"sync"
@@ -14,9 +17,13 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
 )
 
 // Expected outputs here are what etcdctl and clientv3 v3.7.3 get from etcd
@@ -376,4 +383,174 @@ func isStrictlyIncreasing(revs []int64) bool {
 		}
 	}
 	return true
+}
+
+// rawWatch opens a Watch stream on a plain gRPC connection, so the test
+// controls every request and sees every response field.
+func rawWatch(t *testing.T, s *server) (pb.Watch_WatchClient, *grpc.ClientConn) {
+	t.Helper()
+	conn, err := grpc.NewClient(s.endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	st, err := pb.NewWatchClient(conn).Watch(testCtx(t))
+	require.NoError(t, err)
+	return st, conn
+}
+
+func createReq(c *pb.WatchCreateRequest) *pb.WatchRequest {
+	return &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: c}}
+}
+
+// TestWatchBadRequests: etcd's exact responses to bad watch requests, and a
+// malformed stream message ends only its own stream.
+func TestWatchBadRequests(t *testing.T) {
+	s := startServer(t)
+	cli := s.client()
+	mustPut(t, cli, "a", "1", 2)
+	st, conn := rawWatch(t, s)
+	recv := func() *pb.WatchResponse {
+		t.Helper()
+		resp, err := st.Recv()
+		require.NoError(t, err)
+		return resp
+	}
+	refused := func(reason string) {
+		t.Helper()
+		resp := recv()
+		require.EqualValues(t, -1, resp.WatchId)
+		require.True(t, resp.Created)
+		require.True(t, resp.Canceled)
+		require.Equal(t, reason, resp.CancelReason)
+		require.EqualValues(t, 2, resp.Header.Revision)
+	}
+	require.NoError(t, st.Send(createReq(&pb.WatchCreateRequest{Key: []byte("a"), StartRevision: -1})))
+	refused("etcdserver: mvcc: required revision has been compacted")
+	require.NoError(t, st.Send(createReq(&pb.WatchCreateRequest{Key: []byte("b"), RangeEnd: []byte("a")})))
+	refused("mvcc: watcher range is empty")
+	require.NoError(t, st.Send(createReq(&pb.WatchCreateRequest{Key: []byte("a"), WatchId: 7})))
+	resp := recv()
+	require.EqualValues(t, 7, resp.WatchId)
+	require.True(t, resp.Created)
+	require.False(t, resp.Canceled)
+	require.NoError(t, st.Send(createReq(&pb.WatchCreateRequest{Key: []byte("a"), WatchId: 7})))
+	refused("mvcc: duplicate watch ID provided on the WatchStream")
+	// Auto IDs start at 0; an empty request and a cancel of an unknown ID
+	// get no answer.
+	require.NoError(t, st.Send(&pb.WatchRequest{}))
+	require.NoError(t, st.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{CancelRequest: &pb.WatchCancelRequest{WatchId: 99}}}))
+	require.NoError(t, st.Send(createReq(&pb.WatchCreateRequest{Key: []byte("a")})))
+	resp = recv()
+	require.EqualValues(t, 0, resp.WatchId)
+	require.True(t, resp.Created)
+	require.NoError(t, st.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{CancelRequest: &pb.WatchCancelRequest{WatchId: 7}}}))
+	resp = recv()
+	require.EqualValues(t, 7, resp.WatchId)
+	require.True(t, resp.Canceled)
+	require.Empty(t, resp.CancelReason)
+
+	// A message that is not a WatchRequest: that stream fails, another
+	// stream on the same connection keeps working.
+	other, err := pb.NewWatchClient(conn).Watch(testCtx(t))
+	require.NoError(t, err)
+	require.NoError(t, other.Send(createReq(&pb.WatchCreateRequest{Key: []byte("a")})))
+	resp, err = other.Recv()
+	require.NoError(t, err)
+	require.True(t, resp.Created)
+	bad, err := conn.NewStream(testCtx(t), &pb.Watch_ServiceDesc.Streams[0], "/etcdserverpb.Watch/Watch", grpc.ForceCodecV2(garbageCodec{}))
+	require.NoError(t, err)
+	require.NoError(t, bad.SendMsg([]byte{0xff, 0xff, 0xff}))
+	err = bad.RecvMsg(new([]byte))
+	require.Error(t, err)
+	require.NotErrorIs(t, err, io.EOF)
+	mustPut(t, cli, "a", "2", 3)
+	resp, err = other.Recv()
+	require.NoError(t, err)
+	require.Len(t, resp.Events, 1)
+	require.EqualValues(t, 3, resp.Events[0].Kv.ModRevision)
+}
+
+// garbageCodec sends raw bytes as a message.
+type garbageCodec struct{}
+
+func (garbageCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(v.([]byte))}, nil
+}
+func (garbageCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	*(v.(*[]byte)) = data.Materialize()
+	return nil
+}
+func (garbageCodec) Name() string { return "proto" }
+
+// TestWatchSlowReader: a client that stops reading its watch stream blocks
+// neither writes nor another client's watcher, and the server does not
+// buffer the stalled stream's events without bound.
+func TestWatchSlowReader(t *testing.T) {
+	s := startServer(t)
+	cli := s.client()
+	stalled, _ := rawWatch(t, s)
+	require.NoError(t, stalled.Send(createReq(&pb.WatchCreateRequest{Key: []byte("s/"), RangeEnd: []byte("s0"), PrevKv: true})))
+	resp, err := stalled.Recv()
+	require.NoError(t, err)
+	require.True(t, resp.Created)
+	// From here on nobody reads the stalled stream.
+
+	ctx := testCtx(t)
+	live := cli.Watch(ctx, "s/", clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	require.True(t, (<-live).Created)
+	const n = 2000
+	val := strings.Repeat("v", 4<<10) // 2000 x 4 KiB x 2 (prev kv): far beyond the stream's flow-control window
+	var revs []int64
+	for i := range n {
+		r, err := cli.Put(ctx, fmt.Sprintf("s/%04d", i%100), val)
+		require.NoError(t, err)
+		revs = append(revs, r.Header.Revision)
+	}
+	var got []int64
+	for len(got) < n {
+		select {
+		case resp := <-live:
+			require.NoError(t, resp.Err())
+			for _, ev := range resp.Events {
+				got = append(got, ev.Kv.ModRevision)
+			}
+		case <-ctx.Done():
+			t.Fatalf("live watcher got %d of %d events", len(got), n)
+		}
+	}
+	require.Equal(t, revs, got)
+	if isCairn() {
+		// The stalled watcher was moved to catch-up rather than buffered.
+		require.GreaterOrEqual(t, metricValue(t, s, "etcd_debugging_mvcc_slow_watcher_total"), 1.0)
+	}
+
+	// The stalled stream, once read, still gets everything in order.
+	var stalledGot []int64
+	for len(stalledGot) < n {
+		resp, err := stalled.Recv()
+		require.NoError(t, err)
+		for _, ev := range resp.Events {
+			stalledGot = append(stalledGot, ev.Kv.ModRevision)
+		}
+	}
+	require.Equal(t, revs, stalledGot)
+}
+
+// metricValue reads an unlabelled metric from the server's /metrics.
+func metricValue(t *testing.T, s *server, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(s.clientURL() + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			require.NoError(t, err)
+			return f
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
 }
