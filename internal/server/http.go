@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/etcdserverpb/gw"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/cairnkv/cairn/internal/apply"
@@ -124,7 +125,7 @@ func read(ctx context.Context, m *member.Member, serializable bool) error {
 
 // gateway serves the gRPC services as JSON at /v3/..., as etcd's
 // grpc-gateway does (proto field names, base64 bytes).
-func gateway(ctx context.Context, kv pb.KVServer, mt pb.MaintenanceServer, cl pb.ClusterServer) (http.Handler, error) {
+func gateway(ctx context.Context, kv pb.KVServer, mt pb.MaintenanceServer, cl pb.ClusterServer, loop *grpc.ClientConn) (http.Handler, error) {
 	mux := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
 		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true},
 		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
@@ -133,6 +134,7 @@ func gateway(ctx context.Context, kv pb.KVServer, mt pb.MaintenanceServer, cl pb
 		func() error { return gw.RegisterKVHandlerServer(ctx, mux, kv) },
 		func() error { return gw.RegisterMaintenanceHandlerServer(ctx, mux, mt) },
 		func() error { return gw.RegisterClusterHandlerServer(ctx, mux, cl) },
+		func() error { return gw.RegisterWatchHandler(ctx, mux, loop) },
 	} {
 		if err := reg(); err != nil {
 			return nil, fmt.Errorf("grpc-gateway: %w", err)

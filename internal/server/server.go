@@ -17,6 +17,8 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -115,7 +117,18 @@ func (s *Server) Run(ctx context.Context) error {
 	pb.RegisterWatchServer(gs, api.NewWatch(s.m, s.cfg.ElectionTimeout))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
-	gw, err := gateway(ctx, kv, mt, cl)
+	// Streaming RPCs reach the gateway through an in-memory connection to
+	// the gRPC server itself (grpc-gateway serves streams only as a client).
+	loop := bufconn.Listen(1 << 20)
+	loopConn, err := grpc.NewClient("passthrough:///cairn-loopback",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return loop.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
+	if err != nil {
+		return fmt.Errorf("gateway loopback: %w", err)
+	}
+	defer loopConn.Close()
+	gw, err := gateway(ctx, kv, mt, cl, loopConn)
 	if err != nil {
 		return err
 	}
@@ -127,6 +140,12 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { memberDone <- s.m.Run(memberCtx) }()
 
 	g := new(errgroup.Group)
+	g.Go(func() error {
+		if err := gs.Serve(loop); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
+			return fmt.Errorf("grpc loopback serve: %w", err)
+		}
+		return nil
+	})
 	var splits []*splitListener
 	for _, l := range s.listeners {
 		sl := newSplitListener(l)

@@ -554,3 +554,26 @@ func metricValue(t *testing.T, s *server, name string) float64 {
 	t.Fatalf("metric %s not found", name)
 	return 0
 }
+
+// TestWatchHTTPGateway: POST /v3/watch streams JSON results, as etcd's
+// grpc-gateway does.
+func TestWatchHTTPGateway(t *testing.T) {
+	s := startServer(t)
+	cli := s.client()
+	mustPut(t, cli, "foo", "bar", 2)
+	req, err := http.NewRequestWithContext(testCtx(t), http.MethodPost, s.clientURL()+"/v3/watch",
+		strings.NewReader(`{"create_request": {"key":"Zm9v","start_revision":"2"}}`))
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	sc := bufio.NewScanner(resp.Body)
+	var lines []string
+	for len(lines) < 2 && sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	require.Len(t, lines, 2, "scan: %v", sc.Err())
+	require.Contains(t, lines[0], `"created":true`)
+	require.Contains(t, lines[1], `"events":[{"kv":{"key":"Zm9v","create_revision":"2","mod_revision":"2","version":"1","value":"YmFy"}}]`)
+}
