@@ -268,34 +268,57 @@ func (h *Hub) Notify(rev int64, evs []*mvccpb.Event, collected bool) {
 		return
 	}
 	if len(evs) > 0 {
-		touched := make(map[*watcher]struct{})
-		for _, ev := range evs {
-			for w := range h.mu.keyed[string(ev.Kv.Key)] {
-				touched[w] = struct{}{}
-			}
-		}
-		if len(h.mu.ranged) > 0 {
-			for w := range h.mu.ranged {
-				for _, ev := range evs {
-					if w.contains(ev.Kv.Key) {
-						touched[w] = struct{}{}
-						break
-					}
-				}
-			}
-		}
-		for w := range touched {
-			mine := w.filter(evs, prev+1)
-			if len(mine) == 0 {
-				continue
-			}
-			if !w.stream.out.pushEvents(w, mine, rev, h.cfg.FragmentBytes) {
+		h.deliverKeyed(evs, prev, rev)
+		for w := range h.mu.ranged {
+			if mine := w.filter(evs, prev+1); len(mine) > 0 && !w.stream.out.pushEvents(w, mine, rev, h.cfg.FragmentBytes) {
 				h.unsync(w, prev+1)
 			}
 		}
 	}
 	if len(h.mu.unsynced) > 0 {
 		h.kickCatchUp()
+	}
+}
+
+// deliverKeyed hands evs to the synced single-key watchers. The events of
+// one key are selected once and shared by every watcher of that key without
+// filters (10,000 watchers on one key cost one response each, nothing more).
+// h.mu held.
+func (h *Hub) deliverKeyed(evs []*mvccpb.Event, prev, rev int64) {
+	type shared struct{ withPrev, noPrev []*mvccpb.Event }
+	var byKey map[string]*shared
+	for _, ev := range evs {
+		if len(h.mu.keyed[string(ev.Kv.Key)]) == 0 {
+			continue
+		}
+		if byKey == nil {
+			byKey = make(map[string]*shared)
+		}
+		sh := byKey[string(ev.Kv.Key)]
+		if sh == nil {
+			sh = &shared{}
+			byKey[string(ev.Kv.Key)] = sh
+		}
+		sh.withPrev = append(sh.withPrev, ev)
+	}
+	for key, sh := range byKey {
+		for w := range h.mu.keyed[key] {
+			var mine []*mvccpb.Event
+			switch {
+			case w.noPut || w.noDelete:
+				mine = w.filter(sh.withPrev, prev+1)
+			case w.prevKV:
+				mine = sh.withPrev
+			default:
+				if sh.noPrev == nil {
+					sh.noPrev = w.filter(sh.withPrev, prev+1)
+				}
+				mine = sh.noPrev
+			}
+			if len(mine) > 0 && !w.stream.out.pushEvents(w, mine, rev, h.cfg.FragmentBytes) {
+				h.unsync(w, prev+1)
+			}
+		}
 	}
 }
 
