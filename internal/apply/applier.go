@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cairnkv/cairn/internal/failpoint"
 	"github.com/cairnkv/cairn/internal/membership"
 	"github.com/cairnkv/cairn/internal/mvcc"
 	"github.com/cairnkv/cairn/internal/raftlog"
@@ -281,10 +282,12 @@ func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 		return err
 	}
 	// No fsync: the raft log is durable and replays anything lost here.
+	failpoint.Hit(failpoint.ApplyBeforeCommit)
 	if err := b.Commit(pebble.NoSync); err != nil {
 		a.cfg.Store.Abandon()
 		return fmt.Errorf("apply: commit batch ending at %d: %w", last, err)
 	}
+	failpoint.Hit(failpoint.ApplyAfterCommit)
 	a.cfg.Store.Publish()
 	for _, fn := range after {
 		fn()
