@@ -445,6 +445,9 @@ func (c *cluster) replace(ctx context.Context, m *member) error {
 	}); err != nil {
 		return fmt.Errorf("add %s back: %w", m.name, err)
 	}
+	if resp == nil || resp.Member == nil {
+		return fmt.Errorf("add %s back: the member list has no member with peer URL %s", m.name, m.peerURL)
+	}
 	var initial []string
 	for _, mm := range resp.Members {
 		name := mm.Name

@@ -1,10 +1,12 @@
 package robustness
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"syscall"
@@ -94,7 +96,15 @@ func partition(what string) func(ctx context.Context, r *run) error {
 			links = []link{{lead.idx, f.idx}, {f.idx, lead.idx}}
 			r.logf("partition: ring: %s (leader) and %s cannot talk; each still reaches a majority", lead.name, f.name)
 		}
-		r.c.proxy.set(linkFault{blocked: true}, links...)
+		// Half the time the cut links stall (bytes held, as with a packet
+		// filter: TCP delivers what was in flight after the heal), half the
+		// time their connections are reset (in-flight messages are lost).
+		lf := linkFault{blocked: true}
+		if r.rng.IntN(2) == 0 {
+			lf = linkFault{reset: true}
+		}
+		r.logf("partition mode: %s", map[bool]string{true: "stall", false: "reset"}[lf.blocked])
+		r.c.proxy.set(lf, links...)
 		err = holdFor(ctx, time.Duration(r.c.cfg.electionMs)*time.Millisecond*2+r.holdTime())
 		r.c.proxy.healAll()
 		r.logf("partition healed")
@@ -158,7 +168,9 @@ func snapshotCatchUp(ctx context.Context, r *run) error {
 	}
 	need := st.raftIndex + uint64(r.c.cfg.snapshotCount+r.c.cfg.catchUp) + 10
 	r.logf("snapshot catch-up: %s isolated until the leader %s passes raft index %d", f.name, lead.name, need)
-	r.c.proxy.set(linkFault{blocked: true}, isolateLinks(r.c.cfg.size, f.idx)...)
+	// Reset, not stall: appends in flight must be lost, or the follower
+	// catches up from them.
+	r.c.proxy.set(linkFault{reset: true}, isolateLinks(r.c.cfg.size, f.idx)...)
 	defer r.c.proxy.healAll()
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -175,9 +187,30 @@ func snapshotCatchUp(ctx context.Context, r *run) error {
 			break
 		}
 	}
+	before := installedSnapshots(f)
 	r.c.proxy.healAll()
 	r.logf("snapshot catch-up: healed %s", f.name)
+	wctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for installedSnapshots(f) == before {
+		if pause(wctx, 100*time.Millisecond) != nil {
+			r.logf("note: no snapshot installation logged by %s within 10s of healing (it may have caught up from the log)", f.name)
+			return nil
+		}
+	}
+	r.logf("snapshot catch-up: %s installed a snapshot", f.name)
 	return nil
+}
+
+// installedSnapshots counts the snapshot installations member m logged
+// in its current process (cairn: "installed snapshot"; etcd: "applied
+// snapshot").
+func installedSnapshots(m *member) int {
+	b, err := os.ReadFile(m.logs[len(m.logs)-1])
+	if err != nil {
+		return 0
+	}
+	return bytes.Count(b, []byte(`"installed snapshot"`)) + bytes.Count(b, []byte(`"applied snapshot"`))
 }
 
 // crashPoint restarts a member with CAIRN_FAILPOINTS set so that it exits
@@ -215,7 +248,7 @@ func crashPoint(name string) func(ctx context.Context, r *run) error {
 			// Make the step happen.
 			switch {
 			case snapshot && r.c.cfg.size > 1:
-				r.c.proxy.set(linkFault{blocked: true}, isolateLinks(r.c.cfg.size, target.idx)...)
+				r.c.proxy.set(linkFault{reset: true}, isolateLinks(r.c.cfg.size, target.idx)...)
 				lead, lerr := r.c.waitLeader(ctx)
 				if lerr == nil {
 					st := r.c.status(ctx, lead)

@@ -13,6 +13,7 @@ import (
 // (from one member to another).
 type linkFault struct {
 	blocked bool          // stall: hold the bytes until the link is healed (like iptables DROP)
+	reset   bool          // close the link's connections and refuse new ones until healed
 	delay   time.Duration // added to every chunk, order kept
 	jitter  time.Duration // uniform in [0, jitter) on top of delay
 	drop    float64       // probability that a chunk resets the connection instead
@@ -88,9 +89,9 @@ func (p *proxy) handle(l link, in net.Conn, target string) {
 		in.Close()
 		return
 	}
-	pc := &proxyConn{in: in, out: out, done: make(chan struct{})}
+	pc := &proxyConn{l: l, in: in, out: out, done: make(chan struct{})}
 	p.mu.Lock()
-	if p.closed {
+	if p.closed || p.resetLocked(l) {
 		p.mu.Unlock()
 		pc.close()
 		return
@@ -113,6 +114,7 @@ func (p *proxy) handle(l link, in net.Conn, target string) {
 }
 
 type proxyConn struct {
+	l       link // from the dialer to the listener's member
 	in, out net.Conn
 	once    sync.Once
 	done    chan struct{}
@@ -140,6 +142,12 @@ func (p *proxy) pipe(c *proxyConn, src, dst net.Conn, l link) {
 			buf := make([]byte, 32<<10)
 			n, err := src.Read(buf)
 			if n > 0 {
+				// A blocked link stops reading too: nothing sent while it is
+				// blocked may be delivered after it heals except this chunk
+				// (in flight when the link was cut).
+				if !p.waitUnblocked(c, l) {
+					return
+				}
 				select {
 				case ch <- chunk{buf[:n], time.Now()}:
 				case <-c.done:
@@ -207,15 +215,35 @@ func (p *proxy) pipe(c *proxyConn, src, dst net.Conn, l link) {
 	}
 }
 
+// waitUnblocked waits until link l is not blocked, or the connection is
+// closed (false).
+func (p *proxy) waitUnblocked(c *proxyConn, l link) bool {
+	for {
+		f, changed := p.fault(l)
+		if !f.blocked {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-c.done:
+			return false
+		}
+	}
+}
+
 // fault returns the fault of link l and a channel closed at the next change.
 func (p *proxy) fault(l link) (linkFault, <-chan struct{}) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.faultLocked(l), p.changed
+}
+
+func (p *proxy) faultLocked(l link) linkFault {
 	switch {
 	case l.from != 0 && l.to != 0:
-		return p.faults[l], p.changed
+		return p.faults[l]
 	case l.from == 0 && l.to == 0:
-		return linkFault{}, p.changed
+		return linkFault{}
 	}
 	// One end unknown: the fault every link at the known end shares.
 	var common linkFault
@@ -233,16 +261,15 @@ func (p *proxy) fault(l link) (linkFault, <-chan struct{}) {
 		if first {
 			common, first = f, false
 		} else if f != common {
-			return linkFault{}, p.changed
+			return linkFault{}
 		}
 	}
-	return common, p.changed
+	return common
 }
 
 // set replaces the fault of the directed links given.
 func (p *proxy) set(f linkFault, links ...link) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	for _, l := range links {
 		if f == (linkFault{}) {
 			delete(p.faults, l)
@@ -252,6 +279,22 @@ func (p *proxy) set(f linkFault, links ...link) {
 	}
 	close(p.changed)
 	p.changed = make(chan struct{})
+	var reset []*proxyConn
+	for c := range p.conns {
+		if p.resetLocked(c.l) {
+			reset = append(reset, c)
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range reset {
+		c.close()
+	}
+}
+
+// resetLocked reports whether a connection on link l (either direction)
+// must be closed.
+func (p *proxy) resetLocked(l link) bool {
+	return p.faultLocked(l).reset || p.faultLocked(link{l.to, l.from}).reset
 }
 
 // healAll removes every fault.

@@ -207,6 +207,7 @@ func (r *run) finish() []string {
 		out = append(out, err.Error())
 	}
 	ops := r.tr.h.snapshot()
+	r.logStats(ops)
 	out = append(out, r.tr.violations...)
 	out = append(out, checkRevisionOrder(ops)...)
 	out = append(out, checkLostWrites(ops)...)
@@ -232,6 +233,30 @@ func (r *run) finish() []string {
 }
 
 var linearizabilityTimeout = time.Minute
+
+// logStats logs what the traffic did, by kind and outcome.
+func (r *run) logStats(ops []Op) {
+	counts := map[string]map[Outcome]int{}
+	var kinds []string
+	for _, o := range ops {
+		if counts[o.Kind] == nil {
+			counts[o.Kind] = map[Outcome]int{}
+			kinds = append(kinds, o.Kind)
+		}
+		counts[o.Kind][o.Outcome]++
+	}
+	slices.Sort(kinds)
+	var parts []string
+	for _, k := range kinds {
+		c := counts[k]
+		parts = append(parts, fmt.Sprintf("%s %d/%d/%d", k, c[OK], c[Failed], c[Unknown]))
+	}
+	events := 0
+	for _, s := range r.tr.sessions {
+		events += len(s.Events)
+	}
+	r.logf("operations (ok/failed/unknown): %s; watch: %d sessions, %d events", strings.Join(parts, ", "), len(r.tr.sessions), events)
+}
 
 // finalRead reads every key with a linearizable range, retried until it
 // succeeds, and records it in the history.
