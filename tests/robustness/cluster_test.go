@@ -94,8 +94,6 @@ func (p *process) exitCode() int {
 	return -1
 }
 
-func (m *member) endpoint() string { return m.clientAddr }
-
 func (m *member) args(c *cluster) []string {
 	return []string{
 		"--name", m.name,

@@ -67,11 +67,6 @@ type Op struct {
 	KVs       []KV   `json:"kvs,omitempty"` // range
 }
 
-// isWrite reports whether the op may change the KV keys.
-func (o *Op) isWrite() bool {
-	return o.Kind == opPut || o.Kind == opDelete || o.Kind == opCAS
-}
-
 // history records operations from many goroutines.
 type history struct {
 	start time.Time

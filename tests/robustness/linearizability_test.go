@@ -36,12 +36,6 @@ type kvOutput struct {
 	succeeded bool
 }
 
-type kvOp struct {
-	key string
-	in  kvInput
-	out kvOutput
-}
-
 func stepRead(s kvState, out kvOutput) (bool, kvState) {
 	if out.found != s.exists || (out.found && out.value != s.value) {
 		return false, s

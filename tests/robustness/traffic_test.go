@@ -410,10 +410,7 @@ func (tr *traffic) watch(wctx context.Context, cli *clientv3.Client, s *watchSes
 				s.Err = err.Error()
 				s.Compacted = resp.CompactRevision
 				tr.mu.Unlock()
-				if isUnimplemented(err) {
-					return true
-				}
-				return false
+				return isUnimplemented(err)
 			}
 			tr.mu.Lock()
 			if resp.IsProgressNotify() && resp.Header.Revision > s.Progress {
