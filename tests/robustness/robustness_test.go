@@ -65,8 +65,8 @@ type result struct {
 
 // totals adds up every run of the test binary (printed by the long matrix).
 var totals struct {
-	mu                     sync.Mutex
-	runs, ops, faults, bad int
+	mu                              sync.Mutex
+	runs, ops, faults, crashes, bad int
 }
 
 func seedFor(name string) uint64 {
@@ -140,6 +140,7 @@ func runScenario(t *testing.T, sc scenario) result {
 	totals.runs++
 	totals.ops += res.ops
 	totals.faults += res.faults
+	totals.crashes += r.crashes
 	totals.bad += len(violations)
 	totals.mu.Unlock()
 	return res
@@ -433,8 +434,8 @@ func TestRobustnessLong(t *testing.T) {
 	defer func() {
 		totals.mu.Lock()
 		defer totals.mu.Unlock()
-		msg := fmt.Sprintf("robustness matrix: %d runs, %d operations, %d faults, %d violations in %v (server %s)",
-			totals.runs, totals.ops, totals.faults, totals.bad, time.Since(start).Round(time.Second), binaries.server)
+		msg := fmt.Sprintf("robustness matrix: %d runs, %d operations, %d faults (%d crash points fired), %d violations in %v (server %s)",
+			totals.runs, totals.ops, totals.faults, totals.crashes, totals.bad, time.Since(start).Round(time.Second), binaries.server)
 		t.Log(msg)
 		fmt.Println(msg)
 	}()
