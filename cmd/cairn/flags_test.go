@@ -440,6 +440,8 @@ func TestParseFlagsFeatureGates(t *testing.T) {
 			}},
 		{name: "a gate overrides AllBeta", args: []string{"--feature-gates=FastLeaseKeepAlive=true,AllBeta=true"},
 			gates: map[string]bool{"TxnModeWriteWithSharedBuffer": true, "FastLeaseKeepAlive": true}},
+		{name: "an implemented gate is quiet", args: []string{"--feature-gates=SetMemberLocalAddr=true"},
+			gates: map[string]bool{"SetMemberLocalAddr": true}},
 		{name: "empty", args: []string{"--feature-gates="}, unchanged: true},
 		{name: "refused gate", args: []string{"--feature-gates=InitialCorruptCheck=true"}, refused: []string{"InitialCorruptCheck"}},
 		{name: "AllAlpha=true enables the refused gates", args: []string{"--feature-gates=AllAlpha=true"},

@@ -383,8 +383,11 @@ func writeHelp(w io.Writer) {
 						stage = "ALPHA"
 					}
 					what := "no effect: " + g.why
-					if g.refuseWhenOn {
+					switch {
+					case g.refuseWhenOn:
 						what = "refused when true: " + g.why
+					case g.implemented:
+						what = g.why
 					}
 					fmt.Fprintf(&b, "      %s=true|false (%s - default=%t)\n%s", g.name, stage, g.def, wrap(what+".", "        "))
 				}

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cairnkv/cairn/internal/failpoint"
 	"github.com/cairnkv/cairn/internal/membership"
 	"github.com/cairnkv/cairn/internal/mvcc"
 	"github.com/cairnkv/cairn/internal/raftlog"
@@ -299,10 +300,12 @@ func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 		return err
 	}
 	// No fsync: the raft log is durable and replays anything lost here.
+	failpoint.Hit(failpoint.ApplyBeforeCommit)
 	if err := b.Commit(pebble.NoSync); err != nil {
 		a.cfg.Store.Abandon()
 		return fmt.Errorf("apply: commit batch ending at %d: %w", last, err)
 	}
+	failpoint.Hit(failpoint.ApplyAfterCommit)
 	a.cfg.Store.Publish()
 	if a.cfg.Watch != nil {
 		// Before any result is delivered: a client that saw its write

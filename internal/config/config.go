@@ -7,6 +7,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -152,6 +153,40 @@ func (c *Server) Validate() error {
 		return errors.New("--max-txn-ops must be positive")
 	}
 	return nil
+}
+
+// GateSetMemberLocalAddr is etcd's feature gate that makes a member dial
+// its peers from a chosen local address (see PeerLocalAddr).
+const GateSetMemberLocalAddr = "SetMemberLocalAddr"
+
+// PeerLocalAddr returns the IP address peer connections are dialed from,
+// or "" to let the OS choose. With the SetMemberLocalAddr feature gate on,
+// it is the host of the first InitialAdvertisePeerURLs entry that is an IP
+// address (not a name) and not unspecified (0.0.0.0, ::).
+//
+// Difference from etcd (embed.Config.InferLocalAddr): etcd also skips
+// loopback addresses; cairn accepts them. All of 127.0.0.0/8 is loopback
+// on Linux, so members advertised at 127.0.0.2, 127.0.0.3, ... on one
+// machine dial from distinct source addresses and a proxy between them
+// can tell who a connection comes from (tests/robustness relies on it).
+// With a single loopback address per host the result is the same as the
+// OS's choice, so accepting loopback costs nothing in production.
+func (c *Server) PeerLocalAddr() string {
+	if !c.FeatureGates[GateSetMemberLocalAddr] {
+		return ""
+	}
+	for _, s := range c.InitialAdvertisePeerURLs {
+		u, err := url.Parse(s)
+		if err != nil {
+			continue
+		}
+		addr, err := netip.ParseAddr(u.Hostname())
+		if err != nil || addr.IsUnspecified() {
+			continue
+		}
+		return addr.String()
+	}
+	return ""
 }
 
 func checkURL(s string) error {

@@ -178,6 +178,7 @@ func newMember(lg *zap.Logger, cfg config.Server, db *pebble.DB, opts Options) (
 	} else {
 		m.transport = transport.New(lg.Named("transport"), transport.Config{
 			LocalID: m.id, ClusterID: m.cluster.ClusterID(), Raft: (*raftGlue)(m), Snapshots: (*snapGlue)(m),
+			LocalAddr: cfg.PeerLocalAddr(),
 			IsRemoved: func(id uint64) bool { return membership.IsRemoved(db, id) },
 			OnRemoved: func() { m.removeOnce.Do(func() { close(m.removed) }) },
 		})

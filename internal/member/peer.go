@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cairnkv/cairn/internal/failpoint"
 	"github.com/cairnkv/cairn/internal/membership"
 	"github.com/cairnkv/cairn/internal/raftlog"
 	"github.com/cairnkv/cairn/internal/snapshot"
@@ -153,6 +154,7 @@ func (m *Member) installSnapshot(rs *raftlog.Storage, snap *raftpb.Snapshot) err
 	if err := m.db.Set(snapshot.InstallMarkerKey, data, pebble.Sync); err != nil {
 		return err
 	}
+	failpoint.Hit(failpoint.SnapshotAfterMarker)
 	if err := m.finishInstall(rs, meta); err != nil {
 		return err
 	}
@@ -166,9 +168,11 @@ func (m *Member) finishInstall(rs *raftlog.Storage, meta *raftpb.SnapshotMetadat
 	if err := snapshot.Install(m.db, m.cfg.DataDir, meta.GetIndex()); err != nil {
 		return err
 	}
+	failpoint.Hit(failpoint.SnapshotAfterState)
 	if err := rs.ApplySnapshot(meta); err != nil {
 		return err
 	}
+	failpoint.Hit(failpoint.SnapshotAfterLog)
 	if err := m.db.Delete(snapshot.InstallMarkerKey, pebble.Sync); err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"go.uber.org/zap"
 
+	"github.com/cairnkv/cairn/internal/failpoint"
 	"github.com/cairnkv/cairn/internal/storage/schema"
 )
 
@@ -137,11 +138,13 @@ func (c *compactor) compact(ctx context.Context, from, to int64) error {
 		if err != nil {
 			return err
 		}
+		failpoint.Hit(failpoint.CompactAfterBatch)
 		if done {
 			break
 		}
 		lo = next
 	}
+	failpoint.Hit(failpoint.CompactBeforeFinish)
 	b := c.db.NewBatch()
 	defer b.Close()
 	// The revision log at exactly `to` stays: a watch may start at the

@@ -30,6 +30,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cairnkv/cairn/internal/failpoint"
 	"github.com/cairnkv/cairn/internal/raftlog"
 )
 
@@ -447,9 +448,11 @@ func (n *Node) handleReady(ctx context.Context) error {
 		n.cfg.Transport.Send(early)
 		msgs = late
 	}
+	failpoint.Hit(failpoint.RaftBeforeSync)
 	if err := n.cfg.Storage.Save(hs, rd.Entries, rd.MustSync); err != nil {
 		return fmt.Errorf("raftnode: persist ready: %w", err)
 	}
+	failpoint.Hit(failpoint.RaftAfterSync)
 	if hs != nil {
 		n.durableTerm, n.durableVote = hs.GetTerm(), hs.GetVote()
 	}

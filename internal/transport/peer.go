@@ -4,21 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"io"
 	"math/rand/v2"
+	"net"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -66,6 +67,12 @@ func (t *Transport) newPeer(id uint64, addrs []resolver.Address) (*peer, error) 
 			grpc.MaxCallSendMsgSize(t.cfg.MaxMessageSize),
 			grpc.MaxCallRecvMsgSize(t.cfg.MaxMessageSize),
 		),
+	}
+	if t.localAddr != nil {
+		d := &net.Dialer{LocalAddr: t.localAddr}
+		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", addr)
+		}))
 	}
 	conn, err := grpc.NewClient(r.Scheme()+":///"+idString(id), append(opts, t.cfg.DialOptions...)...)
 	if err != nil {

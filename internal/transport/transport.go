@@ -133,6 +133,9 @@ type Config struct {
 	// of raft messages; a single raft message larger than it is dropped).
 	// Default DefaultMaxMessageSize.
 	MaxMessageSize int
+	// LocalAddr, if set, is the IP address peer connections are dialed
+	// from (etcd's SetMemberLocalAddr feature gate); "" lets the OS choose.
+	LocalAddr string
 	// DialOptions are appended to the transport's own options for every
 	// peer connection, so they override them. This is the TLS seam: the
 	// default is plaintext (http:// peer URLs); pass
@@ -156,13 +159,14 @@ type Config struct {
 // Transport is the peer transport of one member. Create it with New;
 // it is safe for concurrent use.
 type Transport struct {
-	lg     *zap.Logger
-	cfg    Config
-	met    *metrics
-	batch  int             // soft size limit of one Stream frame
-	ctx    context.Context // cancelled by Stop
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	lg        *zap.Logger
+	cfg       Config
+	localAddr *net.TCPAddr // from cfg.LocalAddr; nil: the OS chooses
+	met       *metrics
+	batch     int             // soft size limit of one Stream frame
+	ctx       context.Context // cancelled by Stop
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 
 	mu      sync.RWMutex
 	stopped bool
@@ -187,17 +191,28 @@ func New(lg *zap.Logger, cfg Config) *Transport {
 	if cfg.MaxMessageSize <= 0 {
 		cfg.MaxMessageSize = DefaultMaxMessageSize
 	}
+	var local *net.TCPAddr
+	if cfg.LocalAddr != "" {
+		// Port 0: any free port of that address. An unparsable address
+		// dials from the OS's choice rather than failing every dial.
+		if ip := net.ParseIP(cfg.LocalAddr); ip != nil {
+			local = &net.TCPAddr{IP: ip}
+		} else {
+			lg.Warn("ignoring invalid peer local address", zap.String("local-addr", cfg.LocalAddr))
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &Transport{
-		lg:       lg.With(zap.String("local-member-id", idString(cfg.LocalID))),
-		cfg:      cfg,
-		met:      newMetrics(),
-		batch:    min(maxBatchBytes, cfg.MaxMessageSize-frameOverheadB),
-		ctx:      ctx,
-		cancel:   cancel,
-		peers:    make(map[uint64]*peer),
-		unreach:  make(map[uint64]struct{}),
-		unreachc: make(chan struct{}, 1),
+		localAddr: local,
+		lg:        lg.With(zap.String("local-member-id", idString(cfg.LocalID))),
+		cfg:       cfg,
+		met:       newMetrics(),
+		batch:     min(maxBatchBytes, cfg.MaxMessageSize-frameOverheadB),
+		ctx:       ctx,
+		cancel:    cancel,
+		peers:     make(map[uint64]*peer),
+		unreach:   make(map[uint64]struct{}),
+		unreachc:  make(chan struct{}, 1),
 	}
 	t.wg.Add(1)
 	go t.reportLoop()

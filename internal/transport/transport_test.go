@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	grpcpeer "google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -929,4 +930,39 @@ func FuzzDecodePeerMessage(f *testing.F) {
 			_, _ = appendFrame(nil, m)
 		}
 	})
+}
+
+// With Config.LocalAddr set (etcd's SetMemberLocalAddr gate), peer
+// connections come from that address, loopback included.
+func TestLocalAddr(t *testing.T) {
+	var mu sync.Mutex
+	var sources []string
+	record := func(_ *Config, sopts *[]grpc.ServerOption) {
+		*sopts = append(*sopts, grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			if p, ok := grpcpeer.FromContext(ss.Context()); ok {
+				mu.Lock()
+				sources = append(sources, p.Addr.String())
+				mu.Unlock()
+			}
+			return h(srv, ss)
+		}))
+	}
+	n1 := startNode(t, 1, func(c *Config, _ *[]grpc.ServerOption) { c.LocalAddr = "127.0.0.7" })
+	n2 := startNode(t, 2, record)
+	connect(t, n1, n2)
+	n1.tr.Send([]*raftpb.Message{msgApp(1, 2, 1, nil)})
+	if m := n2.raft.next(t); m.GetFrom() != 1 {
+		t.Fatalf("got %v", m)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sources) == 0 {
+		t.Fatal("no call recorded")
+	}
+	for _, s := range sources {
+		host, _, err := net.SplitHostPort(s)
+		if err != nil || host != "127.0.0.7" {
+			t.Errorf("call from %s, want host 127.0.0.7", s)
+		}
+	}
 }
