@@ -124,7 +124,7 @@ func read(ctx context.Context, m *member.Member, serializable bool) error {
 
 // gateway serves the gRPC services as JSON at /v3/..., as etcd's
 // grpc-gateway does (proto field names, base64 bytes).
-func gateway(ctx context.Context, kv pb.KVServer, mt pb.MaintenanceServer, cl pb.ClusterServer) (http.Handler, error) {
+func gateway(ctx context.Context, kv pb.KVServer, mt pb.MaintenanceServer, cl pb.ClusterServer, ls pb.LeaseServer) (http.Handler, error) {
 	mux := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
 		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true},
 		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
@@ -133,6 +133,7 @@ func gateway(ctx context.Context, kv pb.KVServer, mt pb.MaintenanceServer, cl pb
 		func() error { return gw.RegisterKVHandlerServer(ctx, mux, kv) },
 		func() error { return gw.RegisterMaintenanceHandlerServer(ctx, mux, mt) },
 		func() error { return gw.RegisterClusterHandlerServer(ctx, mux, cl) },
+		func() error { return gw.RegisterLeaseHandlerServer(ctx, mux, ls) },
 	} {
 		if err := reg(); err != nil {
 			return nil, fmt.Errorf("grpc-gateway: %w", err)

@@ -112,9 +112,11 @@ func (s *Server) Run(ctx context.Context) error {
 	pb.RegisterKVServer(gs, kv)
 	pb.RegisterMaintenanceServer(gs, mt)
 	pb.RegisterClusterServer(gs, cl)
+	ls := api.NewLease(s.m)
+	pb.RegisterLeaseServer(gs, ls)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
-	gw, err := gateway(ctx, kv, mt, cl)
+	gw, err := gateway(ctx, kv, mt, cl, ls)
 	if err != nil {
 		return err
 	}
