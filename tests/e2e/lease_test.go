@@ -3,10 +3,10 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"sync"
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
