@@ -406,6 +406,7 @@ func (p *flagParser) build(fromFile bool) (config.Server, []string, error) {
 	cfg.SnapshotCount = p.uint("snapshot-count")
 	cfg.SnapshotCatchUpEntries = p.uint("snapshot-catchup-entries")
 	cfg.EnablePprof = p.value("enable-pprof").String() == "true"
+	cfg.WatchProgressNotifyInterval = p.value("watch-progress-notify-interval").(*durationValue).v
 
 	hb, el := p.uint("heartbeat-interval"), p.uint("election-timeout")
 	switch {

@@ -722,7 +722,7 @@ func TestEveryEtcdFlag(t *testing.T) {
 		"distributed-tracing-instance-id", "distributed-tracing-sampling-rate",
 		// Features.
 		"corrupt-check-time", "compact-hash-check-time", "compaction-batch-limit", "peer-skip-client-san-verification",
-		"watch-progress-notify-interval", "warning-apply-duration", "bootstrap-defrag-threshold-megabytes",
+		"warning-apply-duration", "bootstrap-defrag-threshold-megabytes",
 		"max-learners", "compaction-sleep-interval", "downgrade-check-time", "snapshot-catchup-entries",
 		// Unsafe.
 		"force-new-cluster", "unsafe-no-fsync",

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
@@ -41,6 +42,8 @@ type Config struct {
 	RaftStorage *raftlog.Storage
 	Cluster     *membership.Cluster
 	Leases      Leases
+	// Watch receives every batch's changes after they are published.
+	Watch Watcher
 	// Deliver hands a result to the waiter registered for id, if any.
 	Deliver func(id uint64, r Result)
 	// CompactLog is called with an applied index up to which the raft log
@@ -54,6 +57,16 @@ type Config struct {
 	// the raft storage to it (see package snapshot). Called on the applier
 	// goroutine, after every earlier entry has been applied.
 	InstallSnapshot func(snap *raftpb.Snapshot) error
+}
+
+// Watcher is the consumer of applied changes (watch.Hub).
+type Watcher interface {
+	// Active reports whether anyone watches; changes are gathered as
+	// events only then.
+	Active() bool
+	// Notify hands over the changes up to rev; collected is false when
+	// evs was not gathered and watchers must replay the revision log.
+	Notify(rev int64, evs []*mvccpb.Event, collected bool)
 }
 
 // Applier applies committed entries.
@@ -196,6 +209,11 @@ func (a *Applier) installSnapshot(snap *raftpb.Snapshot) error {
 		return fmt.Errorf("apply: installed snapshot %d holds applied index %d", snap.GetMetadata().GetIndex(), index)
 	}
 	a.lastCompact = index
+	if a.cfg.Watch != nil {
+		// The state jumped: watchers replay what they missed from the
+		// snapshot's revision log, or learn it was compacted.
+		a.cfg.Watch.Notify(a.cfg.Store.Rev(), nil, false)
+	}
 	a.publishApplied(index, term)
 	return nil
 }
@@ -231,7 +249,7 @@ func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 		b = a.cfg.DB.NewBatch()
 	}
 	defer b.Close()
-	if err := a.cfg.Store.BeginApply(); err != nil {
+	if err := a.cfg.Store.BeginApply(a.cfg.Watch != nil && a.cfg.Watch.Active()); err != nil {
 		return err
 	}
 	defer a.cfg.Store.EndApply()
@@ -286,6 +304,12 @@ func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 		return fmt.Errorf("apply: commit batch ending at %d: %w", last, err)
 	}
 	a.cfg.Store.Publish()
+	if a.cfg.Watch != nil {
+		// Before any result is delivered: a client that saw its write
+		// acknowledged and then starts a watch must not get that write.
+		evs, collected := a.cfg.Store.TakeEvents()
+		a.cfg.Watch.Notify(a.cfg.Store.Rev(), evs, collected)
+	}
 	for _, fn := range after {
 		fn()
 	}

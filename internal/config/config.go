@@ -56,6 +56,10 @@ type Server struct {
 	// MaxTxnOps caps the number of operations in one Txn (etcd default 128).
 	MaxTxnOps uint
 
+	// WatchProgressNotifyInterval is how often idle watchers that asked
+	// for progress notifications get one.
+	WatchProgressNotifyInterval time.Duration
+
 	// EnablePprof serves Go's profiler at /debug/pprof/ on the client URLs.
 	EnablePprof bool
 
@@ -77,25 +81,26 @@ type Server struct {
 // a one-member cluster on 127.0.0.1:2379/2380 with data in ./default.cairn.
 func Defaults() Server {
 	return Server{
-		Name:                     "default",
-		DataDir:                  "default.cairn",
-		ListenClientURLs:         []string{"http://localhost:2379"},
-		AdvertiseClientURLs:      []string{"http://localhost:2379"},
-		ListenPeerURLs:           []string{"http://localhost:2380"},
-		InitialAdvertisePeerURLs: []string{"http://localhost:2380"},
-		InitialCluster:           "default=http://localhost:2380",
-		InitialClusterState:      "new",
-		InitialClusterToken:      "etcd-cluster",
-		SnapshotCount:            10000,
-		SnapshotCatchUpEntries:   5000,
-		HeartbeatInterval:        100 * time.Millisecond,
-		ElectionTimeout:          1000 * time.Millisecond,
-		MaxRequestBytes:          1572864,
-		MaxTxnOps:                128,
-		LogLevel:                 "info",
-		LogFormat:                "json",
-		LogOutputs:               []string{"stderr"},
-		FeatureGates:             nil, // every gate at etcd's default
+		Name:                        "default",
+		DataDir:                     "default.cairn",
+		ListenClientURLs:            []string{"http://localhost:2379"},
+		AdvertiseClientURLs:         []string{"http://localhost:2379"},
+		ListenPeerURLs:              []string{"http://localhost:2380"},
+		InitialAdvertisePeerURLs:    []string{"http://localhost:2380"},
+		InitialCluster:              "default=http://localhost:2380",
+		InitialClusterState:         "new",
+		InitialClusterToken:         "etcd-cluster",
+		SnapshotCount:               10000,
+		SnapshotCatchUpEntries:      5000,
+		HeartbeatInterval:           100 * time.Millisecond,
+		ElectionTimeout:             1000 * time.Millisecond,
+		MaxRequestBytes:             1572864,
+		MaxTxnOps:                   128,
+		WatchProgressNotifyInterval: 10 * time.Minute,
+		LogLevel:                    "info",
+		LogFormat:                   "json",
+		LogOutputs:                  []string{"stderr"},
+		FeatureGates:                nil, // every gate at etcd's default
 	}
 }
 

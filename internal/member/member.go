@@ -40,6 +40,7 @@ import (
 	"github.com/cairnkv/cairn/internal/storage"
 	"github.com/cairnkv/cairn/internal/storage/schema"
 	"github.com/cairnkv/cairn/internal/transport"
+	"github.com/cairnkv/cairn/internal/watch"
 )
 
 // Errors of the request lifecycle.
@@ -63,6 +64,7 @@ type Member struct {
 	cluster *membership.Cluster
 	node    *raftnode.Node
 	applier *apply.Applier
+	watch   *watch.Hub
 
 	reqSeq   atomic.Uint64
 	waitMu   sync.Mutex
@@ -161,12 +163,17 @@ func newMember(lg *zap.Logger, cfg config.Server, db *pebble.DB, opts Options) (
 	if m.store, err = mvcc.NewStore(lg.Named("mvcc"), db); err != nil {
 		return nil, err
 	}
+	m.watch = watch.New(lg.Named("watch"), m.store, m.store.Rev(), watch.Config{
+		ProgressInterval: cfg.WatchProgressNotifyInterval,
+		FragmentBytes:    int(cfg.MaxRequestBytes),
+		IsCompacted:      func(err error) bool { return errors.Is(err, mvcc.ErrCompacted) },
+	})
 	m.leaseOpts = opts.Lease
 	if m.leases, err = newLeases(lg, m, opts.Clock, opts.Lease); err != nil {
 		return nil, err
 	}
 	m.applier, err = apply.New(lg.Named("apply"), apply.Config{
-		DB: db, Store: m.store, RaftStorage: rs, Cluster: m.cluster, Leases: m.leases.lessor,
+		DB: db, Store: m.store, RaftStorage: rs, Cluster: m.cluster, Watch: m.watch, Leases: m.leases.lessor,
 		Deliver:         m.deliver,
 		CompactLog:      func(i uint64) { m.node.CompactLog(i) },
 		SnapshotCount:   cfg.SnapshotCount,
@@ -299,6 +306,7 @@ func (m *Member) Run(ctx context.Context) error {
 		return m.applier.Run(context.Background(), m.node.ApplyC())
 	})
 	g.Go(func() error { m.store.RunCompactor(gctx); return nil })
+	g.Go(func() error { m.watch.Run(gctx); return nil })
 	g.Go(func() error { m.publish(gctx); return nil })
 	g.Go(func() error { m.runLeases(gctx); return nil })
 	g.Go(func() error {
@@ -476,6 +484,9 @@ func (m *Member) Header(rev int64) *pb.ResponseHeader {
 	}
 	return &pb.ResponseHeader{ClusterId: m.cluster.ClusterID(), MemberId: m.id, Revision: rev, RaftTerm: m.node.Term()}
 }
+
+// Watch is the member's watcher registry.
+func (m *Member) Watch() *watch.Hub { return m.watch }
 
 // Status is what Maintenance.Status reports.
 type Status struct {

@@ -94,7 +94,9 @@ func (t *WriteTxn) Put(key, value []byte, lease int64) (*mvccpb.KeyValue, error)
 	if prev != nil {
 		r.create, r.version = prev.CreateRevision, prev.Version+1
 	}
-	t.stage(key, r)
+	if kv := t.stage(key, r); kv != nil && t.s.apply.collect {
+		t.s.apply.events = append(t.s.apply.events, &mvccpb.Event{Type: mvccpb.Event_PUT, Kv: kv, PrevKv: prev})
+	}
 	return prev, nil
 }
 
@@ -105,26 +107,33 @@ func (t *WriteTxn) DeleteRange(key, end []byte) ([]*mvccpb.KeyValue, error) {
 	if err != nil {
 		return nil, err
 	}
+	rev := t.begin + 1
 	for _, kv := range res.KVs {
 		t.stage(kv.Key, record{tombstone: true})
+		if a := t.s.apply; a != nil && a.collect {
+			a.events = append(a.events, &mvccpb.Event{Type: mvccpb.Event_DELETE, Kv: &mvccpb.KeyValue{Key: kv.Key, ModRevision: rev}, PrevKv: kv})
+		}
 	}
 	return res.KVs, nil
 }
 
-func (t *WriteTxn) stage(key []byte, r record) {
+// stage writes one version of key. During an apply batch it returns the new
+// live version (nil for a tombstone), which the overlay and events share.
+func (t *WriteTxn) stage(key []byte, r record) *mvccpb.KeyValue {
 	rev, sub := t.begin+1, t.changes
+	var kv *mvccpb.KeyValue
 	if a := t.s.apply; a != nil {
-		if r.tombstone {
-			a.overlay[string(key)] = nil
-		} else {
-			a.overlay[string(key)] = &mvccpb.KeyValue{Key: key, CreateRevision: r.create, ModRevision: rev, Version: r.version, Lease: r.lease, Value: r.value}
+		if !r.tombstone {
+			kv = &mvccpb.KeyValue{Key: key, CreateRevision: r.create, ModRevision: rev, Version: r.version, Lease: r.lease, Value: r.value}
 		}
+		a.overlay[string(key)] = kv
 	}
 	t.buf = versionKey(t.buf[:0], key, rev, sub)
 	val := appendRecord(make([]byte, 0, len(r.value)+16), r)
 	must(t.b.Set(t.buf, val, nil))
 	must(t.b.Set(revLogKey(rev, sub), key, nil))
 	t.changes++
+	return kv
 }
 
 // End closes the txn and returns the store revision after it.
@@ -190,20 +199,36 @@ func (t *WriteTxn) Changed() bool { return t.changes > 0 }
 type applyState struct {
 	it      *pebble.Iterator
 	overlay map[string]*mvccpb.KeyValue // nil value: deleted in this batch
+	// collect asks for the batch's changes as watch events, in revision
+	// order; it is off when nobody watches, to spare the allocations.
+	collect bool
+	events  []*mvccpb.Event
 }
 
 // BeginApply prepares the fast latest-version lookup for one apply batch:
 // the DB cannot change under the applier during a batch (only the applier
 // writes live versions), so one DB iterator serves every lookup, and keys
 // written in the batch are answered from an overlay. Call EndApply after
-// the batch is committed or abandoned. Applier goroutine only.
-func (s *Store) BeginApply() error {
+// the batch is committed or abandoned. With collect set, the batch's changes
+// are gathered as watch events (see TakeEvents). Applier goroutine only.
+func (s *Store) BeginApply(collect bool) error {
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{schema.MVCC}, UpperBound: []byte{schema.MVCC + 1}})
 	if err != nil {
 		return err
 	}
-	s.apply = &applyState{it: it, overlay: make(map[string]*mvccpb.KeyValue)}
+	s.apply = &applyState{it: it, overlay: make(map[string]*mvccpb.KeyValue), collect: collect}
 	return nil
+}
+
+// TakeEvents returns the events gathered since BeginApply(true) and whether
+// they were gathered at all. Applier goroutine only.
+func (s *Store) TakeEvents() ([]*mvccpb.Event, bool) {
+	if s.apply == nil || !s.apply.collect {
+		return nil, false
+	}
+	evs := s.apply.events
+	s.apply.events = nil
+	return evs, true
 }
 
 // EndApply releases what BeginApply set up.

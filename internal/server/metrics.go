@@ -38,6 +38,7 @@ func registerMetrics(reg prometheus.Registerer, m *member.Member) {
 	gauge("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.", func() float64 {
 		return float64(m.Store().CompactRev())
 	})
+	reg.MustRegister(m.Watch().Collectors()...)
 	v := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "etcd_server_version", Help: "Which version is running. 1 for 'server_version' label with current version."}, []string{"server_version"})
 	v.WithLabelValues(config.EtcdVersion).Set(1)
 	reg.MustRegister(v)

@@ -112,6 +112,7 @@ func (s *Server) Run(ctx context.Context) error {
 	pb.RegisterKVServer(gs, kv)
 	pb.RegisterMaintenanceServer(gs, mt)
 	pb.RegisterClusterServer(gs, cl)
+	pb.RegisterWatchServer(gs, api.NewWatch(s.m, s.cfg.ElectionTimeout))
 	ls := api.NewLease(s.m)
 	pb.RegisterLeaseServer(gs, ls)
 	hs := health.NewServer()
