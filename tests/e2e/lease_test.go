@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // grantID grants a lease with a client-chosen ID (etcdctl cannot), so
@@ -118,4 +120,40 @@ func (b *lockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// TestLeaseRevokeWatch: revoking a lease deletes all its keys at one
+// revision, so a watcher gets them in one response, as DELETE events with
+// that revision, in key order. Compat: etcd revokes in one txn and sorts
+// the keys.
+func TestLeaseRevokeWatch(t *testing.T) {
+	s := startServer(t)
+	cli := s.client()
+	ctx := testCtx(t)
+	l, err := cli.Grant(ctx, 600)
+	require.NoError(t, err)
+	for _, k := range []string{"w/c", "w/a", "w/b"} {
+		_, err := cli.Put(ctx, k, "v", clientv3.WithLease(l.ID))
+		require.NoError(t, err)
+	}
+	_, err = cli.Put(ctx, "w/free", "v")
+	require.NoError(t, err)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wch := cli.Watch(wctx, "w/", clientv3.WithPrefix(), clientv3.WithRev(6))
+	rev, err := cli.Revoke(ctx, l.ID)
+	require.NoError(t, err)
+	require.Equal(t, int64(6), rev.Header.Revision)
+	resp := <-wch
+	require.NoError(t, resp.Err())
+	var got []string
+	for _, ev := range resp.Events {
+		require.Equal(t, mvccpb.DELETE, ev.Type)
+		require.Equal(t, int64(6), ev.Kv.ModRevision)
+		got = append(got, string(ev.Kv.Key))
+	}
+	require.Equal(t, []string{"w/a", "w/b", "w/c"}, got)
+	gr, err := cli.Get(ctx, "w/", clientv3.WithPrefix())
+	require.NoError(t, err)
+	require.Equal(t, []string{"w/free"}, keysOf(gr.Kvs))
 }
