@@ -115,6 +115,11 @@ func (s *Server) Run(ctx context.Context) error {
 	pb.RegisterWatchServer(gs, api.NewWatch(s.m, s.cfg.ElectionTimeout))
 	ls := api.NewLease(s.m)
 	pb.RegisterLeaseServer(gs, ls)
+	self, err := registerRecipes(s.lg, gs)
+	if err != nil {
+		return err
+	}
+	defer self.close()
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	gw, err := gateway(ctx, kv, mt, cl, ls)
@@ -129,6 +134,7 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { memberDone <- s.m.Run(memberCtx) }()
 
 	g := new(errgroup.Group)
+	g.Go(func() error { return self.serve(gs) })
 	var splits []*splitListener
 	for _, l := range s.listeners {
 		sl := newSplitListener(l)
@@ -184,6 +190,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.lg.Info("shutting down")
 	hs.Shutdown()
+	self.close()
 	for _, sl := range splits {
 		_ = sl.close()
 	}
