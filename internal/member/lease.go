@@ -26,7 +26,7 @@ import (
 )
 
 // maxPendingRevokes bounds the expired-lease revocations in flight.
-const maxPendingRevokes = 64
+const maxPendingRevokes = 256
 
 // Peer-port paths a follower uses to reach the leader's lessor (etcd has
 // /leases and /leases/internal for the same purpose).
@@ -229,6 +229,9 @@ func (m *Member) ttlLocal(ctx context.Context, id int64, withKeys bool) (*pb.Lea
 	l := m.leases.lessor
 	if !l.IsPrimary() {
 		return nil, lease.ErrNotPrimary
+	}
+	if err := m.confirmLeader(ctx); err != nil {
+		return nil, err
 	}
 	if err := m.waitCommittedApplied(ctx); err != nil {
 		return nil, err
