@@ -3,6 +3,7 @@
 # the other, and print a comparison table. See bench/README.md.
 #
 #   bench/run.sh                          # full comparison (about 10 minutes)
+#   TESTS=lease bench/run.sh              # leases: keepalive throughput, 100,000-lease expiry storm
 #   SERVERS=etcd QUICK=1 bench/run.sh     # smoke test, etcd only (about 1 minute)
 #   TESTS="put-seq-c1 range-l-c1" bench/run.sh
 #   MODE=cluster bench/run.sh             # 3 members per server: writes -> leader, reads -> all
@@ -18,6 +19,10 @@
 #                          range-l-c100 range-s-c100 range-l-c500 range-s-c500 txn-put-c100
 #                          all = default + put-seq-c500 put-rand-c1 put-rand-c500 watch-latency
 #                          (no load-1m in cluster mode)
+#                lease   = lease-keepalive-c1 lease-keepalive-c100 lease-storm
+#                lease-storm: LEASE_STORM_LEASES leases with one key each, granted in a burst;
+#                          put throughput before and during their expiry, and the time to revoke
+#                          them all (bench/leasestorm; single mode only)
 #   CLUSTER_CLIENT_PORTS / CLUSTER_PEER_PORTS  MODE=cluster ports of m1 m2 m3
 #                ["12379 22379 32379" / "12380 22380 32380"]
 #   QUICK=1      about 1/10 of the requests, and LOAD_TOTAL 20000 instead of 1,000,000
@@ -29,6 +34,7 @@
 #   CAIRN_BIN    use this cairn binary instead of building ./cmd/cairn
 #   ETCD_FLAGS / CAIRN_FLAGS   extra flags for that server only
 #   LOAD_TOTAL, LOAD_CLIENTS [500], LOAD_CONNS [100], LOAD_TIMEOUT [300]  the load-1m test
+#   LEASE_STORM_LEASES [100000; QUICK 10000], LEASE_STORM_TTL [90; QUICK 30], LEASE_STORM_TIMEOUT [600]
 #   BENCH_TIMEOUT  per-test wall limit in seconds          [150]
 #   READY_TIMEOUT  seconds to wait for a server to answer  [30]
 #   QUIET_IDLE / QUIET_MAX  before each test wait up to QUIET_MAX s [30; QUICK 5]
@@ -62,6 +68,9 @@ if [ "$QUICK" = 1 ]; then LOAD_TOTAL=${LOAD_TOTAL:-20000}; else LOAD_TOTAL=${LOA
 LOAD_CLIENTS=${LOAD_CLIENTS:-500}
 LOAD_CONNS=${LOAD_CONNS:-100}
 LOAD_TIMEOUT=${LOAD_TIMEOUT:-300}
+if [ "$QUICK" = 1 ]; then LEASE_STORM_LEASES=${LEASE_STORM_LEASES:-10000}; LEASE_STORM_TTL=${LEASE_STORM_TTL:-30}
+else LEASE_STORM_LEASES=${LEASE_STORM_LEASES:-100000}; LEASE_STORM_TTL=${LEASE_STORM_TTL:-90}; fi
+LEASE_STORM_TIMEOUT=${LEASE_STORM_TIMEOUT:-600}
 CLIENT_PORT=2379
 PEER_PORT=2380
 EP=127.0.0.1:$CLIENT_PORT
@@ -118,29 +127,33 @@ SUITE=(
   "range-s-c500|500|100|$(n 100000)|range $RANGE_KEY --consistency=s --total=$(n 100000)"
   "txn-put-c100|100|10|$(n 50000)|txn-put $PUTF --key-space-size=100000 --total=$(n 50000)"
   "watch-latency|1|1|$(n 2000)|watch-latency --streams=10 --watchers-per-stream=10 --put-rate=200 --put-total=$(n 2000) --val-size=256"
+  "lease-keepalive-c1|1|1|$(n 10000)|lease-keepalive --total=$(n 10000)"
+  "lease-keepalive-c100|100|10|$(n 100000)|lease-keepalive --total=$(n 100000)"
 )
 DEFAULT_TESTS="put-seq-c1 put-seq-c100 range-l-c1 range-s-c1 range-l-c500 range-s-c500 txn-put-c100 load-1m"
 ALL_TESTS="put-seq-c1 put-seq-c100 put-seq-c500 put-rand-c1 put-rand-c500 range-l-c1 range-s-c1 range-l-c500 range-s-c500 txn-put-c100 watch-latency load-1m"
-KNOWN_TESTS="$ALL_TESTS range-l-c100 range-s-c100"
+KNOWN_TESTS="$ALL_TESTS range-l-c100 range-s-c100 lease-keepalive-c1 lease-keepalive-c100 lease-storm"
 if [ "$MODE" = cluster ]; then
   DEFAULT_TESTS="put-seq-c1 put-seq-c100 range-l-c1 range-s-c1 range-l-c100 range-s-c100 range-l-c500 range-s-c500 txn-put-c100"
   ALL_TESTS="put-seq-c1 put-seq-c100 put-seq-c500 put-rand-c1 put-rand-c500 range-l-c1 range-s-c1 range-l-c100 range-s-c100 range-l-c500 range-s-c500 txn-put-c100 watch-latency"
-  KNOWN_TESTS=$ALL_TESTS
+  KNOWN_TESTS="$ALL_TESTS lease-keepalive-c1 lease-keepalive-c100"
 fi
 case "$TESTS" in
   default) SELECTED=$DEFAULT_TESTS ;;
   all) SELECTED=$ALL_TESTS ;;
+  lease) SELECTED="lease-keepalive-c1 lease-keepalive-c100"; [ "$MODE" = cluster ] || SELECTED+=" lease-storm" ;;
   *) SELECTED=$TESTS ;;
 esac
 for t in $SELECTED; do
   if [ "$MODE" = cluster ] && [ "$t" = load-1m ]; then echo "run.sh: load-1m is not available with MODE=cluster" >&2; exit 2; fi
+  if [ "$MODE" = cluster ] && [ "$t" = lease-storm ]; then echo "run.sh: lease-storm is not available with MODE=cluster" >&2; exit 2; fi
   [[ " $KNOWN_TESTS " == *" $t "* ]] || { echo "run.sh: unknown test '$t' (known: $KNOWN_TESTS)" >&2; exit 2; }
 done
 for s in $SERVERS; do
   case "$s" in etcd|cairn) ;; *) echo "run.sh: unknown server '$s' (etcd, cairn)" >&2; exit 2 ;; esac
 done
 want() { [[ " $SELECTED " == *" $1 "* ]]; }
-want_suite() { local t; for t in $SELECTED; do [ "$t" != load-1m ] && return 0; done; return 1; }
+want_suite() { local t; for t in $SELECTED; do [ "$t" != load-1m ] && [ "$t" != lease-storm ] && return 0; done; return 1; }
 
 log() { echo "[$(date -u +%T)] $*" >&2; }
 die() { echo "run.sh: $*" >&2; exit 1; }
@@ -219,6 +232,12 @@ if [[ " $SERVERS " == *" cairn "* ]]; then
       || { cat "$OUT/cairn-build.log" >&2; die "cairn build failed"; }
     SRV_BIN[cairn]=$OUT/bin/cairn
   fi
+fi
+
+if want lease-storm; then
+  log "building bench/leasestorm"
+  (cd "$ROOT" && go build -o "$OUT/bin/leasestorm" ./bench/leasestorm) > "$OUT/leasestorm-build.log" 2>&1 \
+    || { cat "$OUT/leasestorm-build.log" >&2; die "leasestorm build failed"; }
 fi
 
 {
@@ -580,6 +599,21 @@ for s in $SERVERS; do
       echo "server did not start (load)" >> "$OUT/$s/FAILED"
     fi
   fi
+  if want lease-storm; then
+    log "=== $s: lease-storm ($LEASE_STORM_LEASES leases, TTL $LEASE_STORM_TTL s, fresh data dir)"
+    if start_server "$s" "$WORK/$s-lease" "$OUT/$s/server-lease.log"; then
+      quiet_wait > /dev/null
+      timeout "$LEASE_STORM_TIMEOUT" nice -n "$NICE" "$OUT/bin/leasestorm" --endpoints="$EP" \
+        --leases="$LEASE_STORM_LEASES" --ttl="$LEASE_STORM_TTL" > "$OUT/$s/lease-storm.txt" 2> "$OUT/$s/lease-storm.log" &
+      CHILD_PID=$!
+      wait_child_or_server_death || true
+      sed 's/^/    /' "$OUT/$s/lease-storm.txt" >&2 || true
+      stop_server
+      [ "${KEEP_DATA:-0}" = 1 ] || rm -rf "$WORK/$s-lease"
+    else
+      echo "server did not start (lease-storm)" >> "$OUT/$s/FAILED"
+    fi
+  fi
 done
 
 # ---- summary ----------------------------------------------------------------------------
@@ -600,6 +634,11 @@ qps_cell() { # QPS, flagged when the run had errors or a non-zero exit
   if [ -n "$rc" ] && [ "$rc" != 0 ]; then q+=" (rc=$rc)"; fi
   if [ -n "$e" ] && [ "$e" != 0 ] && [ "$e" != - ]; then q+=" (${e} err)"; fi
   echo "$q"
+}
+storm_val() { # server key -> value from lease-storm.txt
+  local f=$OUT/$1/lease-storm.txt
+  [ -f "$f" ] || return 0
+  awk -F= -v k="$2" '$1==k{print $2; exit}' "$f"
 }
 load_val() { # server key -> value from load-1m.txt
   local f=$OUT/$1/load-1m/load-1m.txt
@@ -659,6 +698,21 @@ cluster_summary() {
   echo "Server CPU is user+sys of the three member processes together, per request."
   echo "\"other CPU s\" is CPU used by other processes on the machine during the test: large values mean the number is disturbed."
   echo
+  if want lease-storm; then
+    echo "## Lease expiry storm ($LEASE_STORM_LEASES leases with one key each, TTL $LEASE_STORM_TTL s, granted in a burst; 100 writers, 256 B puts)"
+    echo
+    echo "| metric | etcd | cairn | ratio (cairn/etcd) |"
+    echo "|---|---:|---:|---:|"
+    for m in "grant_s|grant+put burst, s" "steady_qps|puts/s before expiry" "storm_qps|puts/s during the storm" \
+             "storm_over_steady|storm / steady (target >= 0.8)" "steady_p99_ms|p99 ms before" "storm_p99_ms|p99 ms during" \
+             "revoke_rate|leases revoked per s" "drain_s|time to revoke all, s" "left_after_drain|keys left"; do
+      IFS='|' read -r k label <<< "$m"
+      e=$(storm_val etcd "$k"); c=$(storm_val cairn "$k")
+      r="-"; case "$k" in steady_qps|storm_qps|storm_over_steady) r=$(ratio "$e" "$c") ;; esac
+      printf "| %s | %s | %s | %s |\n" "$label" "$(cell "$e")" "$(cell "$c")" "$r"
+    done
+    echo
+  fi
   for s in $SERVERS; do
     if [ -f "$OUT/$s/FAILED" ]; then echo "**$s: $(paste -sd';' "$OUT/$s/FAILED")** (logs in $OUT/$s/)"; echo; fi
   done

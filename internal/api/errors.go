@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cairnkv/cairn/internal/apply"
+	"github.com/cairnkv/cairn/internal/lease"
 	"github.com/cairnkv/cairn/internal/member"
 	"github.com/cairnkv/cairn/internal/mvcc"
 	"github.com/cairnkv/cairn/internal/raftnode"
@@ -29,8 +30,14 @@ func togRPC(err error) error {
 		return rpctypes.ErrGRPCFutureRev
 	case errors.Is(err, apply.ErrKeyNotFound):
 		return rpctypes.ErrGRPCKeyNotFound
-	case errors.Is(err, apply.ErrLeaseNotFound):
+	case errors.Is(err, apply.ErrLeaseNotFound), errors.Is(err, lease.ErrNotFound):
 		return rpctypes.ErrGRPCLeaseNotFound
+	case errors.Is(err, lease.ErrExists):
+		return rpctypes.ErrGRPCLeaseExist
+	case errors.Is(err, lease.ErrTTLTooLarge):
+		return rpctypes.ErrGRPCLeaseTTLTooLarge
+	case errors.Is(err, lease.ErrNotPrimary):
+		return rpctypes.ErrGRPCNotLeader
 	case errors.Is(err, member.ErrTooLarge):
 		return rpctypes.ErrGRPCRequestTooLarge
 	case errors.Is(err, member.ErrTimeout):

@@ -358,7 +358,7 @@ func (a *Applier) decode(batch []raftnode.Apply) (map[uint64]*pb.InternalRaftReq
 // plain puts (alone or in a txn without compares) do not.
 func readsBatch(req *pb.InternalRaftRequest) bool {
 	switch {
-	case req.DeleteRange != nil:
+	case req.DeleteRange != nil, req.LeaseRevoke != nil:
 		return true
 	case req.Put != nil:
 		return req.Put.IgnoreValue || req.Put.IgnoreLease
@@ -401,10 +401,13 @@ func (a *Applier) applyNormal(b *pebble.Batch, req *pb.InternalRaftRequest) deli
 
 func (a *Applier) applyRequest(b *pebble.Batch, req *pb.InternalRaftRequest) Result {
 	s := a.cfg.Store
+	if res, ok := a.applyLease(b, req); ok {
+		return res
+	}
 	switch {
 	case req.Put != nil:
 		t := s.Write(b)
-		resp, err := Put(t, a.cfg.Leases, req.Put)
+		resp, err := Put(a.leaseWriter(b, t), a.cfg.Leases, req.Put)
 		rev := t.End()
 		if err != nil {
 			return Result{Err: err}
@@ -413,7 +416,7 @@ func (a *Applier) applyRequest(b *pebble.Batch, req *pb.InternalRaftRequest) Res
 		return Result{Resp: resp}
 	case req.DeleteRange != nil:
 		t := s.Write(b)
-		resp, err := DeleteRange(t, req.DeleteRange)
+		resp, err := DeleteRange(a.leaseWriter(b, t), req.DeleteRange)
 		rev := t.End()
 		if err != nil {
 			return Result{Err: err}
@@ -422,7 +425,7 @@ func (a *Applier) applyRequest(b *pebble.Batch, req *pb.InternalRaftRequest) Res
 		return Result{Resp: resp}
 	case req.Txn != nil:
 		t := s.Write(b)
-		resp, err := Txn(t, a.cfg.Leases, req.Txn)
+		resp, err := Txn(a.leaseWriter(b, t), a.cfg.Leases, req.Txn)
 		if err != nil && t.Changed() {
 			// Every client-caused error is caught before the first write;
 			// one after it means a broken invariant, and committing half a

@@ -31,6 +31,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cairnkv/cairn/internal/apply"
+	"github.com/cairnkv/cairn/internal/clock"
 	"github.com/cairnkv/cairn/internal/config"
 	"github.com/cairnkv/cairn/internal/membership"
 	"github.com/cairnkv/cairn/internal/mvcc"
@@ -79,6 +80,8 @@ type Member struct {
 	peers        map[uint64][]string // peer ID -> URLs the transport has
 	removed      chan struct{}       // closed when this member is removed
 	removeOnce   sync.Once
+	leases       *leases
+	leaseOpts    LeaseOptions
 }
 
 // PeerTransport carries raft messages and snapshots between members
@@ -100,6 +103,10 @@ type Options struct {
 	NewTransport func(localID, clusterID uint64, r transport.Raft, s transport.SnapshotStore) PeerTransport
 	// Ticks replaces the raft ticker (one tick per heartbeat interval).
 	Ticks <-chan time.Time
+	// Clock replaces the lessor's clock.
+	Clock clock.Clock
+	// Lease overrides lease defaults.
+	Lease LeaseOptions
 }
 
 // New opens the data directory and prepares the member; Run starts it.
@@ -161,8 +168,12 @@ func newMember(lg *zap.Logger, cfg config.Server, db *pebble.DB, opts Options) (
 		FragmentBytes:    int(cfg.MaxRequestBytes),
 		IsCompacted:      func(err error) bool { return errors.Is(err, mvcc.ErrCompacted) },
 	})
+	m.leaseOpts = opts.Lease
+	if m.leases, err = newLeases(lg, m, opts.Clock, opts.Lease); err != nil {
+		return nil, err
+	}
 	m.applier, err = apply.New(lg.Named("apply"), apply.Config{
-		DB: db, Store: m.store, RaftStorage: rs, Cluster: m.cluster, Watch: m.watch,
+		DB: db, Store: m.store, RaftStorage: rs, Cluster: m.cluster, Watch: m.watch, Leases: m.leases.lessor,
 		Deliver:         m.deliver,
 		CompactLog:      func(i uint64) { m.node.CompactLog(i) },
 		SnapshotCount:   cfg.SnapshotCount,
@@ -298,6 +309,7 @@ func (m *Member) Run(ctx context.Context) error {
 	g.Go(func() error { m.store.RunCompactor(gctx); return nil })
 	g.Go(func() error { m.watch.Run(gctx); return nil })
 	g.Go(func() error { m.publish(gctx); return nil })
+	g.Go(func() error { m.runLeases(gctx); return nil })
 	g.Go(func() error {
 		select {
 		case <-m.removed:

@@ -161,6 +161,9 @@ func (m *Member) installSnapshot(rs *raftlog.Storage, snap *raftpb.Snapshot) err
 	if err := m.store.Reload(); err != nil {
 		return err
 	}
+	if err := m.leases.lessor.Reload(); err != nil {
+		return err
+	}
 	return m.cluster.Reload(m.db)
 }
 
@@ -252,6 +255,7 @@ func (m *Member) RegisterPeer(gs *grpc.Server) { m.transport.Register(gs) }
 
 // RegisterMetrics registers the peer transport's metrics.
 func (m *Member) RegisterMetrics(reg prometheus.Registerer) {
+	m.registerLeaseMetrics(reg)
 	if t, ok := m.transport.(interface {
 		RegisterMetrics(prometheus.Registerer) error
 	}); ok {
@@ -275,6 +279,7 @@ type clusterInfo struct {
 func (m *Member) PeerHTTP() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/members/promote/", m.servePromote)
+	m.registerLeaseHTTP(mux)
 	mux.HandleFunc("/members", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(clusterInfo{ClusterID: m.cluster.ClusterID(), Members: m.cluster.Members()})

@@ -39,6 +39,9 @@ var (
 	ErrStopped       = errors.New("raftnode: stopped")
 	ErrNoLeader      = errors.New("raftnode: no leader")
 	ErrLeaderChanged = errors.New("raftnode: leader changed")
+	// ErrNotLeader: a ProposeAsLeader proposal reached a node that does
+	// not lead.
+	ErrNotLeader = errors.New("raftnode: not leader")
 )
 
 // Transport sends raft messages to peers. Send must not block.
@@ -80,6 +83,9 @@ type Apply struct {
 type proposal struct {
 	data []byte
 	errc chan error
+	// leaderOnly drops the proposal unless this node leads (see
+	// ProposeAsLeader).
+	leaderOnly bool
 }
 
 type readBatch struct {
@@ -189,6 +195,23 @@ func (n *Node) CommittedIndex() uint64 { return n.committed.Load() }
 // applied result instead, so acceptance costs no extra wake-up).
 func (n *Node) Propose(ctx context.Context, data []byte) (<-chan error, error) {
 	p := proposal{data: data, errc: make(chan error, 1)}
+	select {
+	case n.propc <- p:
+		return p.errc, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-n.stopped:
+		return nil, ErrStopped
+	}
+}
+
+// ProposeAsLeader is Propose for proposals only a leader may make (lease
+// revocations on expiry): raft never forwards them, so an entry of a
+// deposed leader can only commit in the term it led, never be carried into
+// a newer term by forwarding (etcd-io/etcd#15247: a stuck old leader
+// revoked leases the new leader had renewed).
+func (n *Node) ProposeAsLeader(ctx context.Context, data []byte) (<-chan error, error) {
+	p := proposal{data: data, errc: make(chan error, 1), leaderOnly: true}
 	select {
 	case n.propc <- p:
 		return p.errc, nil
@@ -352,6 +375,10 @@ func (n *Node) singleVoter() bool {
 }
 
 func (n *Node) propose(p proposal) {
+	if p.leaderOnly && n.rn.BasicStatus().RaftState != raft.StateLeader {
+		p.errc <- ErrNotLeader
+		return
+	}
 	err := n.rn.Propose(p.data)
 	if errors.Is(err, raft.ErrProposalDropped) && n.lead.Load() == raft.None {
 		err = ErrNoLeader

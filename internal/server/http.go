@@ -124,7 +124,10 @@ func read(ctx context.Context, m *member.Member, serializable bool) error {
 }
 
 // gateway serves the gRPC services as JSON at /v3/..., as etcd's
-// grpc-gateway does (proto field names, base64 bytes).
+// grpc-gateway does (proto field names, base64 bytes). Unary KV,
+// Maintenance and Cluster calls go straight to the servers; Watch and Lease
+// (which have streams) go through loop, a connection to this member's own
+// gRPC server.
 func gateway(ctx context.Context, kv pb.KVServer, mt pb.MaintenanceServer, cl pb.ClusterServer, loop *grpc.ClientConn) (http.Handler, error) {
 	mux := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
 		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true},
@@ -135,6 +138,8 @@ func gateway(ctx context.Context, kv pb.KVServer, mt pb.MaintenanceServer, cl pb
 		func() error { return gw.RegisterMaintenanceHandlerServer(ctx, mux, mt) },
 		func() error { return gw.RegisterClusterHandlerServer(ctx, mux, cl) },
 		func() error { return gw.RegisterWatchHandler(ctx, mux, loop) },
+		// All of Lease through the connection: LeaseKeepAlive is a stream.
+		func() error { return gw.RegisterLeaseHandler(ctx, mux, loop) },
 	} {
 		if err := reg(); err != nil {
 			return nil, fmt.Errorf("grpc-gateway: %w", err)

@@ -17,11 +17,9 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/cairnkv/cairn/internal/api"
 	"github.com/cairnkv/cairn/internal/config"
@@ -115,20 +113,19 @@ func (s *Server) Run(ctx context.Context) error {
 	pb.RegisterMaintenanceServer(gs, mt)
 	pb.RegisterClusterServer(gs, cl)
 	pb.RegisterWatchServer(gs, api.NewWatch(s.m, s.cfg.ElectionTimeout))
+	ls := api.NewLease(s.m)
+	pb.RegisterLeaseServer(gs, ls)
+	self, err := registerRecipes(s.lg, gs)
+	if err != nil {
+		return err
+	}
+	defer self.close()
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
-	// Streaming RPCs reach the gateway through an in-memory connection to
-	// the gRPC server itself (grpc-gateway serves streams only as a client).
-	loop := bufconn.Listen(1 << 20)
-	loopConn, err := grpc.NewClient("passthrough:///cairn-loopback",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return loop.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
-	if err != nil {
-		return fmt.Errorf("gateway loopback: %w", err)
-	}
-	defer loopConn.Close()
-	gw, err := gateway(ctx, kv, mt, cl, loopConn)
+	// Streaming RPCs reach the gateway through the in-process connection
+	// to the gRPC server itself (grpc-gateway serves streams only as a
+	// client).
+	gw, err := gateway(ctx, kv, mt, cl, self.cli.ActiveConnection())
 	if err != nil {
 		return err
 	}
@@ -140,12 +137,7 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { memberDone <- s.m.Run(memberCtx) }()
 
 	g := new(errgroup.Group)
-	g.Go(func() error {
-		if err := gs.Serve(loop); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
-			return fmt.Errorf("grpc loopback serve: %w", err)
-		}
-		return nil
-	})
+	g.Go(func() error { return self.serve(gs) })
 	var splits []*splitListener
 	for _, l := range s.listeners {
 		sl := newSplitListener(l)
@@ -201,6 +193,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.lg.Info("shutting down")
 	hs.Shutdown()
+	self.close()
 	for _, sl := range splits {
 		_ = sl.close()
 	}

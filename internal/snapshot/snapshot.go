@@ -40,6 +40,8 @@ var stateSpans = [][2][]byte{
 	{{schema.MVCC}, {schema.MVCC + 1}},
 	{{schema.RevLog}, {schema.RevLog + 1}},
 	{{schema.Meta}, {schema.Meta + 1}},
+	{{schema.Lease}, {schema.Lease + 1}},
+	{{schema.LeaseKey}, {schema.LeaseKey + 1}},
 }
 
 // maxItem bounds one key or value in a stream, so a corrupt length cannot
@@ -125,7 +127,7 @@ func Read(r io.Reader, fn func(k, v []byte) error) error {
 			return fmt.Errorf("%w: %v", errCorrupt, err)
 		}
 		k, v := buf[:kl], buf[kl:]
-		if k[0] != schema.MVCC && k[0] != schema.RevLog && k[0] != schema.Meta {
+		if k[0] != schema.MVCC && k[0] != schema.RevLog && k[0] != schema.Meta && k[0] != schema.Lease && k[0] != schema.LeaseKey {
 			return fmt.Errorf("%w: key %x outside the state keyspaces", errCorrupt, k)
 		}
 		if err := fn(k, v); err != nil {

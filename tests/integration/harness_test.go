@@ -48,6 +48,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/cairnkv/cairn/internal/apply"
+	"github.com/cairnkv/cairn/internal/clock"
 	"github.com/cairnkv/cairn/internal/config"
 	"github.com/cairnkv/cairn/internal/member"
 	"github.com/cairnkv/cairn/internal/mvcc"
@@ -125,6 +126,9 @@ type cluster struct {
 
 	// tickHook, if set, runs before every tick round (fault schedules).
 	tickHook atomic.Pointer[func()]
+
+	// leaseOpts is passed to every member.
+	leaseOpts member.LeaseOptions
 }
 
 // setTickHook runs fn before every tick round (nil: none).
@@ -148,6 +152,9 @@ type node struct {
 	// raft messages themselves travel over fakeNet, by member ID).
 	peerHTTP *httptest.Server
 	handler  atomic.Pointer[http.Handler]
+	// clk is the member's lease clock: it advances one heartbeat per
+	// tick, and survives restarts of the member in this slot.
+	clk *clock.Manual
 
 	mu      sync.Mutex
 	m       *member.Member
@@ -208,7 +215,7 @@ func newCluster(t *testing.T, n int, opts ...clusterOption) *cluster {
 // newNode creates a member slot (not started): a data dir, a peer URL.
 func (c *cluster) newNode(name string) *node {
 	c.t.Helper()
-	nd := &node{c: c, name: name}
+	nd := &node{c: c, name: name, clk: clock.NewManual(time.Unix(1_700_000_000, 0))}
 	nd.peerHTTP = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if h := nd.handler.Load(); h != nil {
 			(*h).ServeHTTP(w, r)
@@ -268,6 +275,8 @@ func (nd *node) tryStart() error {
 	m, err := member.NewWithOptions(nd.c.lg.Named(nd.name), nd.cfg, member.Options{
 		NewTransport: nd.c.net.transportFor,
 		Ticks:        ticks,
+		Clock:        nd.clk,
+		Lease:        nd.c.leaseOpts,
 	})
 	if err != nil {
 		return err
@@ -374,6 +383,7 @@ func (nd *node) tick() {
 	if !running {
 		return
 	}
+	nd.clk.Advance(heartbeat)
 	select {
 	case ticks <- time.Time{}:
 	case <-done:

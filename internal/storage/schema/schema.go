@@ -10,6 +10,8 @@
 //	0x03 MVCC      | enc(key) | ^main | ^sub   -> value record (see mvcc)
 //	0x04 RevLog    | main | sub                -> user key
 //	0x05 Meta      | name                      -> applied index, revisions, membership, ...
+//	0x06 Lease     | id (8B BE)                -> lease record (see package lease)
+//	0x07 LeaseKey  | id (8B BE) | user key     -> empty: the key is attached to the lease
 //
 // enc(key) is order preserving (0x00 -> 0x00 0xFF, terminated by 0x00 0x01)
 // and revisions are stored bitwise-NOT big-endian so the newest version of a
@@ -23,6 +25,12 @@ const (
 	MVCC      byte = 0x03
 	RevLog    byte = 0x04
 	Meta      byte = 0x05
+	// Lease holds one record per granted lease: granted TTL and the last
+	// checkpointed remaining TTL.
+	Lease byte = 0x06
+	// LeaseKey indexes the keys attached to each lease, so that revoking a
+	// lease finds its keys without holding them in memory.
+	LeaseKey byte = 0x07
 )
 
 // Names inside RaftState.

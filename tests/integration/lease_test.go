@@ -1,0 +1,190 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/cairnkv/cairn/internal/lease"
+	"github.com/cairnkv/cairn/internal/member"
+	"github.com/cairnkv/cairn/internal/mvcc"
+)
+
+func withLeaseOptions(o member.LeaseOptions) clusterOption {
+	return func(c *cluster) { c.leaseOpts = o }
+}
+
+func (c *cluster) grant(nd *node, ttl int64) int64 {
+	c.t.Helper()
+	resp, err := drive(c, opTicks, func() (*pb.LeaseGrantResponse, error) {
+		return nd.member().LeaseGrant(context.Background(), &pb.LeaseGrantRequest{TTL: ttl})
+	})
+	if err != nil {
+		c.t.Fatalf("grant through %s: %v", nd.name, err)
+	}
+	if resp.TTL != ttl {
+		c.t.Fatalf("granted TTL %d, want %d", resp.TTL, ttl)
+	}
+	return resp.ID
+}
+
+func (c *cluster) putWithLease(nd *node, key, val string, id int64) int64 {
+	c.t.Helper()
+	res, err := drive(c, opTicks, func() (*pb.PutResponse, error) {
+		res, err := nd.member().Propose(context.Background(), &pb.InternalRaftRequest{Put: &pb.PutRequest{Key: []byte(key), Value: []byte(val), Lease: id}})
+		if err == nil {
+			err = res.Err
+		}
+		if err != nil {
+			return nil, err
+		}
+		return res.Resp.(*pb.PutResponse), nil
+	})
+	if err != nil {
+		c.t.Fatalf("put %s with lease %x through %s: %v", key, id, nd.name, err)
+	}
+	return res.Header.Revision
+}
+
+func (c *cluster) renew(nd *node, id int64) (int64, error) {
+	c.t.Helper()
+	return drive(c, opTicks, func() (int64, error) { return nd.member().LeaseRenew(context.Background(), id) })
+}
+
+// TestLeaseExpiryDeletesKeysAtOneRevision: a lease that is not kept alive
+// expires on the leader no earlier than its TTL after the grant, and its
+// revocation (one raft entry) deletes every attached key in one revision,
+// the same on every member, so a watcher sees one atomic set of deletes.
+// Keys without the lease, and keys moved to no lease, survive.
+// Compat: etcd's lessor revokes all keys of a lease in one txn.
+func TestLeaseExpiryDeletesKeysAtOneRevision(t *testing.T) {
+	c := newCluster(t, 3)
+	ld := c.waitLeader()
+	f := c.others(ld)[0]
+	before := ld.clk.Now()
+	id := c.grant(f, 2)
+	for i := 0; i < 5; i++ {
+		c.putWithLease(c.running()[i%3], fmt.Sprintf("k%d", i), "v", id)
+	}
+	c.putWithLease(ld, "moved", "v", id)
+	c.mustPut(ld, "moved", "no lease now") // a put without lease detaches
+	c.mustPut(ld, "other", "v")
+
+	info, err := drive(c, opTicks, func() (*pb.LeaseTimeToLiveResponse, error) {
+		return f.member().LeaseTimeToLive(context.Background(), id, true)
+	})
+	if err != nil {
+		t.Fatalf("time to live through a follower: %v", err)
+	}
+	if info.GrantedTTL != 2 || info.TTL < 0 || info.TTL > 2 || len(info.Keys) != 5 {
+		t.Fatalf("time to live: %+v", info)
+	}
+
+	var gone time.Time
+	c.waitFor("lease expiry", 1000, func() bool {
+		for _, nd := range c.running() {
+			if _, ok := get(nd, "k0"); ok {
+				return false
+			}
+		}
+		gone = ld.clk.Now()
+		return true
+	})
+	if d := gone.Sub(before); d < 2*time.Second {
+		t.Fatalf("lease with TTL 2s expired %v after the grant", d)
+	}
+	d := c.waitConverged(1000)
+	want := []string{`"moved"="no lease now"`, `"other"="v"`}
+	if len(d.kvs) != 2 {
+		t.Fatalf("after expiry: %v, want only %v", d.kvs, want)
+	}
+	for _, nd := range c.running() {
+		s := nd.member().Store()
+		rev := s.Rev()
+		if rev != d.rev {
+			t.Fatalf("%s at revision %d, want %d", nd.name, rev, d.rev)
+		}
+		rr, err := s.Range([]byte("k"), []byte("l"), mvcc.RangeOptions{Rev: rev - 1})
+		if err != nil || len(rr.KVs) != 5 {
+			t.Fatalf("%s: one revision before the revoke: %v %v", nd.name, rr, err)
+		}
+		if ids := nd.member().Lessor().Leases(); len(ids) != 0 {
+			t.Fatalf("%s still has leases %v", nd.name, ids)
+		}
+	}
+	if _, err := c.renew(f, id); !errors.Is(err, lease.ErrNotFound) {
+		t.Fatalf("renew of an expired lease: %v, want not found", err)
+	}
+}
+
+// TestLeaseSurvivesLeaderKill: the leader is killed while a client keeps
+// one lease alive through a follower (renewals are forwarded to the
+// leader) and another lease is left to run down. The kept-alive lease
+// never expires: the new leader extends every lease by an election
+// timeout before counting. The other expires no earlier than its TTL, and
+// — because its remaining TTL was checkpointed through raft — not much
+// later either (without the checkpoint the new leader would restart its
+// full TTL: etcd-io/etcd#9395).
+func TestLeaseSurvivesLeaderKill(t *testing.T) {
+	c := newCluster(t, 3, withLeaseOptions(member.LeaseOptions{CheckpointInterval: time.Second}))
+	old := c.waitLeader()
+	via := c.others(old)[0]
+	start := via.clk.Now()
+	kept := c.grant(via, 3)
+	passive := c.grant(via, 6)
+	c.putWithLease(via, "kept", "v", kept)
+	c.putWithLease(via, "passive", "v", passive)
+
+	lastRenew := via.clk.Now()
+	killed := false
+	var passiveGone time.Time
+	for via.clk.Now().Sub(start) < 12*time.Second {
+		now := via.clk.Now()
+		if !killed && now.Sub(start) >= 4*time.Second {
+			old.mustStop()
+			killed = true
+			t.Logf("killed leader %s at %v", old.name, now.Sub(start))
+		}
+		if now.Sub(lastRenew) >= 500*time.Millisecond {
+			ttl, err := c.renew(via, kept)
+			if err != nil || ttl != 3 {
+				t.Fatalf("renew at %v: ttl %d, %v", now.Sub(start), ttl, err)
+			}
+			lastRenew = now
+		}
+		c.tick()
+		if _, ok := get(via, "kept"); !ok {
+			t.Fatalf("kept-alive lease expired at %v", via.clk.Now().Sub(start))
+		}
+		if _, ok := get(via, "passive"); !ok && passiveGone.IsZero() {
+			passiveGone = via.clk.Now()
+		}
+	}
+	if passiveGone.IsZero() {
+		t.Fatal("the lease left to run down never expired")
+	}
+	after := passiveGone.Sub(start)
+	t.Logf("passive lease (TTL 6s) expired %v after the grant", after)
+	// Lower bound: never early. Upper bound: the checkpoint (every 1 s,
+	// rounded up to a second) plus the election and its grace.
+	if after < 6*time.Second || after > 9*time.Second {
+		t.Fatalf("passive lease with TTL 6s expired %v after the grant, want within [6s, 9s]", after)
+	}
+	nl := c.waitLeader()
+	if nl == old {
+		t.Fatal("old leader still leads")
+	}
+	// The old leader comes back and agrees.
+	old.start()
+	c.waitConverged(2000)
+	if _, ok := get(old, "passive"); ok {
+		t.Fatal("restarted member still has the expired lease's key")
+	}
+	if !old.member().Lessor().Exists(kept) || old.member().Lessor().Exists(passive) {
+		t.Fatal("restarted member has the wrong leases")
+	}
+}
