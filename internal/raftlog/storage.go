@@ -5,8 +5,11 @@
 // Ownership: the raft goroutine appends (Save) and compacts; raft itself
 // reads through the raft.Storage methods from the same goroutine; other
 // goroutines (metrics, snapshot senders) may read. A mutex makes all of it
-// safe. Only the terms of the log are kept in memory (8 bytes per entry);
-// entries are read back from Pebble, whose memtable holds the recent ones.
+// safe. The terms of the log are kept in memory (8 bytes per entry), and so
+// are the most recently saved entries (a bounded tail): raft reads every
+// committed entry back once to apply it, and serving that from memory
+// spares a Pebble iterator per Ready. Older entries (a follower far
+// behind) are read from Pebble.
 package raftlog
 
 import (
@@ -36,7 +39,17 @@ type Storage struct {
 	snapIndex uint64 // entries <= snapIndex are compacted away
 	snapTerm  uint64
 	terms     []uint64 // terms[i] is the term of entry snapIndex+1+i
+	// tail holds the last saved entries, contiguous and ending at the last
+	// index; tailBytes is their size.
+	tail      []*raftpb.Entry
+	tailBytes int
 }
+
+// Bounds of the in-memory tail of the log.
+const (
+	tailMaxEntries = 4096
+	tailMaxBytes   = 16 << 20
+)
 
 var _ raft.Storage = (*Storage)(nil)
 
@@ -119,13 +132,19 @@ func (s *Storage) InitialState() (*raftpb.HardState, *raftpb.ConfState, error) {
 func (s *Storage) Entries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) {
 	s.mu.Lock()
 	first, last := s.snapIndex+1, s.lastIndexLocked()
-	s.mu.Unlock()
 	if lo < first {
+		s.mu.Unlock()
 		return nil, raft.ErrCompacted
 	}
 	if hi > last+1 {
+		s.mu.Unlock()
 		return nil, fmt.Errorf("raftlog: entries [%d, %d) beyond last index %d: %w", lo, hi, last, raft.ErrUnavailable)
 	}
+	if ents := s.fromTailLocked(lo, hi, maxSize); ents != nil {
+		s.mu.Unlock()
+		return ents, nil
+	}
+	s.mu.Unlock()
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: entryKey(lo), UpperBound: entryKey(hi)})
 	if err != nil {
 		return nil, err
@@ -157,6 +176,67 @@ func (s *Storage) Entries(lo, hi, maxSize uint64) ([]*raftpb.Entry, error) {
 		return nil, raft.ErrCompacted
 	}
 	return ents, nil
+}
+
+// fromTailLocked returns entries [lo, hi) (at least one, then up to
+// maxSize bytes) if the tail holds lo, else nil. Entries are immutable once
+// saved, so they are shared, not copied.
+func (s *Storage) fromTailLocked(lo, hi, maxSize uint64) []*raftpb.Entry {
+	if len(s.tail) == 0 || lo < s.tail[0].GetIndex() || lo >= hi {
+		return nil
+	}
+	start := lo - s.tail[0].GetIndex()
+	n := hi - lo
+	var size uint64
+	out := make([]*raftpb.Entry, 0, min(n, 64))
+	for _, e := range s.tail[start : start+n] {
+		size += uint64(proto.Size(e))
+		if len(out) > 0 && size > maxSize {
+			break
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// appendTailLocked records ents (which follow or overwrite the tail) and
+// trims the tail to its bounds.
+func (s *Storage) appendTailLocked(ents []*raftpb.Entry) {
+	first := ents[0].GetIndex()
+	if len(s.tail) > 0 {
+		t0 := s.tail[0].GetIndex()
+		switch {
+		case first <= t0:
+			s.tail, s.tailBytes = s.tail[:0], 0
+		case first <= t0+uint64(len(s.tail)):
+			for _, e := range s.tail[first-t0:] {
+				s.tailBytes -= proto.Size(e)
+			}
+			clear(s.tail[first-t0:])
+			s.tail = s.tail[:first-t0]
+		default:
+			s.tail, s.tailBytes = s.tail[:0], 0 // not contiguous: start over
+		}
+	}
+	for _, e := range ents {
+		s.tail = append(s.tail, e)
+		s.tailBytes += proto.Size(e)
+	}
+	s.trimTailLocked(0)
+}
+
+// trimTailLocked drops tail entries at or below index and beyond the
+// bounds, oldest first.
+func (s *Storage) trimTailLocked(index uint64) {
+	drop := 0
+	for drop < len(s.tail) && (s.tail[drop].GetIndex() <= index || len(s.tail)-drop > tailMaxEntries || s.tailBytes > tailMaxBytes) {
+		s.tailBytes -= proto.Size(s.tail[drop])
+		drop++
+	}
+	if drop > 0 {
+		// Copy so the dropped entries' backing array can be freed.
+		s.tail = append([]*raftpb.Entry(nil), s.tail[drop:]...)
+	}
 }
 
 // Term implements raft.Storage.
@@ -270,6 +350,7 @@ func (s *Storage) Save(hs *raftpb.HardState, ents []*raftpb.Entry, sync bool) er
 		for _, e := range ents {
 			s.terms = append(s.terms, e.GetTerm())
 		}
+		s.appendTailLocked(ents)
 	}
 	if !raft.IsEmptyHardState(hs) {
 		s.hardState = proto.Clone(hs).(*raftpb.HardState)
@@ -332,6 +413,7 @@ func (s *Storage) Compact(index uint64) error {
 	defer s.mu.Unlock()
 	s.terms = append([]uint64(nil), s.terms[index-s.snapIndex:]...)
 	s.snapIndex, s.snapTerm = index, term
+	s.trimTailLocked(index)
 	return nil
 }
 
@@ -384,6 +466,7 @@ func (s *Storage) ApplySnapshot(meta *raftpb.SnapshotMetadata) error {
 	defer s.mu.Unlock()
 	s.snapIndex, s.snapTerm = meta.GetIndex(), meta.GetTerm()
 	s.terms = nil
+	s.tail, s.tailBytes = nil, 0
 	s.confState = proto.Clone(meta.GetConfState()).(*raftpb.ConfState)
 	s.hardState = hs
 	return nil

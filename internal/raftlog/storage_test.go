@@ -1,6 +1,7 @@
 package raftlog
 
 import (
+	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -123,4 +124,62 @@ func TestOpenRefusesCommitBeyondLog(t *testing.T) {
 	defer db.Close()
 	_, err = Open(db)
 	require.ErrorContains(t, err, "beyond the last log index")
+}
+
+// TestEntriesTailMatchesDisk: whatever Entries serves from the in-memory
+// tail equals what a Storage without a tail (reopened on the same DB)
+// reads from Pebble, across appends, overwritten suffixes, compactions and
+// more entries than the tail holds.
+func TestEntriesTailMatchesDisk(t *testing.T) {
+	db, err := storage.Open(nil, t.TempDir())
+	require.NoError(t, err)
+	defer db.Close()
+	s, err := Open(db)
+	require.NoError(t, err)
+	rng := rand.New(rand.NewPCG(1, 2))
+	term := uint64(1)
+	for step := range 400 {
+		last, _ := s.LastIndex()
+		first, _ := s.FirstIndex()
+		switch r := rng.IntN(10); {
+		case r < 7: // append, sometimes overwriting a suffix
+			from := last + 1
+			if r == 0 && last >= first {
+				from = first + rng.Uint64N(last-first+1)
+				term++
+			}
+			var ents []*raftpb.Entry
+			for i := range 1 + rng.IntN(60) {
+				e := ent(from+uint64(i), term)
+				e.Data = make([]byte, rng.IntN(3000))
+				ents = append(ents, e)
+			}
+			require.NoError(t, s.Save(hs(term, 0), ents, false))
+		case r < 8 && last > first+10:
+			require.NoError(t, s.Compact(first+rng.Uint64N(last-first-5)))
+		}
+		last, _ = s.LastIndex()
+		first, _ = s.FirstIndex()
+		if last < first {
+			continue
+		}
+		disk, err := Open(db)
+		require.NoError(t, err)
+		for range 5 {
+			lo := first + rng.Uint64N(last-first+1)
+			hi := lo + 1 + rng.Uint64N(last-lo+1)
+			maxSize := uint64(rng.IntN(20000))
+			got, err := s.Entries(lo, hi, maxSize)
+			require.NoError(t, err)
+			want, err := disk.Entries(lo, hi, maxSize)
+			require.NoError(t, err)
+			require.Equal(t, len(want), len(got), "step %d: Entries(%d, %d, %d)", step, lo, hi, maxSize)
+			for i := range got {
+				require.True(t, proto.Equal(want[i], got[i]), "step %d: entry %d of Entries(%d, %d)", step, i, lo, hi)
+			}
+		}
+	}
+	require.NotEmpty(t, s.tail, "the tail was never used")
+	require.LessOrEqual(t, len(s.tail), tailMaxEntries)
+	require.LessOrEqual(t, s.tailBytes, tailMaxBytes)
 }
