@@ -6,14 +6,16 @@
 #   QUICK=1 bench/watch.sh         # smoke test (~2-3 min)
 #   SERVERS=cairn QUICK=1 bench/watch.sh
 #
-# For each server (fresh data dir, one process for all tests), REPEAT rounds of:
+# For each server (fresh data dir, one process for all tests): one unrecorded warm-up
+# put run (fills the key space), then REPEAT rounds of:
 #   put-base  benchmark put, PUT_CLIENTS clients / PUT_CONNS conns, no watchers
+#   slow      (see below)
 #   lat-1     watchbench latency: 1 watcher on one key, LAT1_PUTS puts at LAT1_RATE/s
 #   lat-10k   watchbench latency: LATN_WATCHERS watchers on one key (LATN_STREAMS streams,
 #             LATN_CONNS conns), LATN_PUTS puts at LATN_RATE/s
 #   idle      watchbench idle: IDLE_WATCHERS watchers on distinct keys; server VmRSS
 #             before and after they are confirmed created; then the same put run
-#   slow      watchbench slow: SLOW_STALLED watchers that never read + SLOW_SLOW watchers
+#   slow:     watchbench slow: SLOW_STALLED watchers that never read + SLOW_SLOW watchers
 #             that read one response per SLOW_INTERVAL, all on the whole key space (every
 #             put is theirs); the same put run with server VmRSS sampled every 0.25 s;
 #             at the end every watcher drains and its events are checked for gaps
@@ -30,7 +32,7 @@
 #   LATN_WATCHERS [10000]  LATN_STREAMS [100]  LATN_CONNS [10]  LATN_PUTS [50; QUICK 20]  LATN_RATE [5]
 #   IDLE_WATCHERS [100000]  IDLE_STREAMS [100]  IDLE_CONNS [10]
 #   SLOW_STALLED [2]  SLOW_SLOW [2]  SLOW_INTERVAL [100ms]
-#   QUIET_IDLE [80] / QUIET_MAX [20; QUICK 5]: before each test wait up to QUIET_MAX s
+#   QUIET_IDLE [80] / QUIET_MAX [8; QUICK 3]: before each test wait up to QUIET_MAX s
 #                for the machine to be QUIET_IDLE % idle; 0 disables
 #   PPROF=1      start both servers with --enable-pprof and save a CPU profile of the
 #                server during the first slow put run and a heap profile after it
@@ -66,7 +68,7 @@ SLOW_STALLED=${SLOW_STALLED:-2}
 SLOW_SLOW=${SLOW_SLOW:-2}
 SLOW_INTERVAL=${SLOW_INTERVAL:-100ms}
 QUIET_IDLE=${QUIET_IDLE:-80}
-QUIET_MAX=${QUIET_MAX:-$(q 20 5)}
+QUIET_MAX=${QUIET_MAX:-$(q 8 3)}
 CLIENT_PORT=${CLIENT_PORT:-42379}
 PEER_PORT=${PEER_PORT:-42380}
 PPROF=${PPROF:-0}
@@ -254,9 +256,10 @@ put_run() {
     prof=$!
   fi
   s0=$(srv_ticks); b0=$(busy_ticks)
-  timeout "$BENCH_TIMEOUT" nice -n "$NICE" "$BIN/benchmark" --precise --endpoints="$EP" \
-    --clients="$PUT_CLIENTS" --conns="$PUT_CONNS" put --key-size=8 --val-size=256 \
-    --sequential-keys --key-space-size=100000 --total="$PUT_TOTAL" > "$f" 2>&1 || rc=$?
+  ( TIMEFORMAT='%U %S'
+    time timeout "$BENCH_TIMEOUT" nice -n "$NICE" "$BIN/benchmark" --precise --endpoints="$EP" \
+      --clients="$PUT_CLIENTS" --conns="$PUT_CONNS" put --key-size=8 --val-size=256 \
+      --sequential-keys --key-space-size=100000 --total="$PUT_TOTAL" > "$f" 2>&1 ) 2> "${f%.txt}.time" || rc=$?
   s1=$(srv_ticks); b1=$(busy_ticks)
   kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
   if [ -n "$prof" ]; then
@@ -266,14 +269,16 @@ put_run() {
   res=$("$ANCHORS/parse-bench.sh" "$f")
   qps=$(cut -f2 <<< "$res"); p99=$(cut -f5 <<< "$res"); err=$(cut -f7 <<< "$res")
   [ "$rc" = 0 ] || err="rc=$rc"
-  local scpu peak other
+  local scpu peak other bcpu
   scpu=$(awk -v a="$s0" -v b="$s1" -v t="$TICK" -v n="$PUT_TOTAL" 'BEGIN{printf "%.0f", (b-a)/t*1e6/n}')
-  other=$(awk -v a="$b0" -v b="$b1" -v s0="$s0" -v s1="$s1" -v t="$TICK" 'BEGIN{printf "%.1f", ((b-a)-(s1-s0))/t}')
+  bcpu=$(awk '{printf "%.1f", $1+$2}' "${f%.txt}.time" 2>/dev/null); bcpu=${bcpu:-0}
+  # CPU of everything else on the machine (other sessions, the watch holders) during the run
+  other=$(awk -v a="$b0" -v b="$b1" -v s0="$s0" -v s1="$s1" -v t="$TICK" -v c="$bcpu" 'BEGIN{o=((b-a)-(s1-s0))/t-c; if(o<0)o=0; printf "%.1f", o}')
   peak=$(sort -n "$D/$t-r$R.rss" | tail -1); peak=${peak:-$rss0}
   rec "$t" qps "$qps"; rec "$t" p99_ms "$p99"; rec "$t" errors "$err"; rec "$t" srv_us_per_put "$scpu"
   rec "$t" rss_growth_mib "$(awk -v a="$rss0" -v b="$peak" 'BEGIN{printf "%.1f", (b-a)/1024}')"
-  rec "$t" idle_before "$idle"; rec "$t" nonserver_cpu_s "$other"
-  log "$S r$R $t: $qps req/s p99 ${p99}ms errors=$err srv ${scpu}µs/put rss $((rss0/1024))->$((peak/1024)) MiB idle_before=${idle}%"
+  rec "$t" idle_before "$idle"; rec "$t" bench_cpu_s "$bcpu"; rec "$t" other_cpu_s "$other"
+  log "$S r$R $t: $qps req/s p99 ${p99}ms errors=$err srv ${scpu}µs/put rss $((rss0/1024))->$((peak/1024)) MiB idle_before=${idle}% other_cpu=${other}s"
 }
 
 lat_run() { # $1 test name, then watchbench latency flags
@@ -329,13 +334,14 @@ for S in $SERVERS; do
   D=$OUT/$S; mkdir -p "$D"
   log "=== $S: $REPEAT rounds"
   if ! start_server "$S" "$WORK/$S" "$D/server.log"; then echo "server did not start" > "$D/FAILED"; continue; fi
+  R=0 put_run put-warmup # not in the summary: fills the key space, memtables and heap once
   for R in $(seq 1 "$REPEAT"); do
     kill -0 "$SERVER_PID" 2>/dev/null || { echo "server died" > "$D/FAILED"; break; }
     put_run put-base
+    slow_run || log "$S r$R slow: watchers not created"
     lat_run lat-1 -watchers 1 -streams 1 -conns 1 -puts "$LAT1_PUTS" -rate "$LAT1_RATE"
     lat_run lat-10k -watchers "$LATN_WATCHERS" -streams "$LATN_STREAMS" -conns "$LATN_CONNS" -puts "$LATN_PUTS" -rate "$LATN_RATE"
     idle_run || log "$S r$R idle: watchers not created"
-    slow_run || log "$S r$R slow: watchers not created"
   done
   kill -0 "$SERVER_PID" 2>/dev/null || echo "server died" > "$D/FAILED"
   stop_server
@@ -346,7 +352,7 @@ done
 vals() { # server test key -> values of all rounds, space separated
   awk -F'\t' -v s="$1" -v t="$2" -v k="$3" '$1==s && $3==t && $4==k {printf "%s%s", (n++?" ":""), $5}' "$OUT/results.tsv"
 }
-median() { tr ' ' '\n' | { grep -E '^-?[0-9.]+$' || true; } | sort -g | awk '{a[n++]=$1} END{ if(!n){print "-"; exit} if(n%2) print a[(n-1)/2]; else printf "%g\n", (a[n/2-1]+a[n/2])/2 }'; }
+median() { tr ' ' '\n' | { grep -E '^-?[0-9.]+$' || true; } | sort -g | awk '{a[n++]=$1} END{ if(!n){print "-"; exit} if(n%2) m=a[(n-1)/2]; else m=(a[n/2-1]+a[n/2])/2; m=sprintf("%.3f", m); sub(/\.?0+$/, "", m); print m }'; }
 med() { vals "$1" "$2" "$3" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && a+0 > 0) printf "%.2f", b/a; else printf "-" }'; }
 row() { # label test key better(lower|higher)
@@ -390,13 +396,16 @@ SUMMARY=$OUT/summary.md
   row "events a slow reader got during the put run" slow slow_reader_events_during_run -
   row "slow watchers' catch-up after the run, s" slow drain_s lower
   row "slow watchers with a gap or not caught up" slow bad lower
-  row "CPU s of other processes during put run (noise), no watchers" put-base nonserver_cpu_s -
-  row "CPU s of other processes during put run (noise), slow watchers" put-slow nonserver_cpu_s -
+  row "machine idle % before the put run, no watchers" put-base idle_before -
+  row "CPU s used by other processes during the put run (noise), no watchers" put-base other_cpu_s -
+  row "CPU s used by other processes during the put run (noise), idle watchers" put-idle other_cpu_s -
+  row "CPU s used by other processes during the put run (noise), slow watchers" put-slow other_cpu_s -
   echo
   echo "Own ratios (same server): put QPS with idle watchers / without: etcd $(ratio "$(med etcd put-base qps)" "$(med etcd put-idle qps)"), cairn $(ratio "$(med cairn put-base qps)" "$(med cairn put-idle qps)");"
   echo "with slow watchers / without: etcd $(ratio "$(med etcd put-base qps)" "$(med etcd put-slow qps)"), cairn $(ratio "$(med cairn put-base qps)" "$(med cairn put-slow qps)")."
   echo
-  echo "\"CPU s of other processes\" includes the benchmark client and watchbench; compare it between etcd and cairn."
+  echo "\"CPU s used by other processes\" excludes the server and the benchmark client (it includes the watchbench holder,"
+  echo "small, and everything else running on the machine): large values mean the row is disturbed."
   for s in $SERVERS; do
     if [ -f "$OUT/$s/FAILED" ]; then echo; echo "**$s: $(cat "$OUT/$s/FAILED")** (log $OUT/$s/server.log)"; fi
   done
