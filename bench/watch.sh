@@ -23,6 +23,8 @@
 # shows medians and every value.
 #
 # Env (defaults in brackets):
+#   TESTS [put-base slow lat-1 lat-10k idle]; also idle-prefix: IDLE_WATCHERS watchers each
+#                on its own prefix (range watchers) that nothing writes, and the put run
 #   SERVERS [etcd cairn]  QUICK [0]  NICE [0]  REPEAT [3; QUICK 2]
 #   OUT [/tmp/cairn-bench/watch-<UTC timestamp>]  ANCHOR_DIR [/tmp/anchors]  ANCHORS
 #   CAIRN_BIN (prebuilt cairn)  ETCD_FLAGS / CAIRN_FLAGS (extra server flags)
@@ -34,8 +36,9 @@
 #   SLOW_STALLED [2]  SLOW_SLOW [2]  SLOW_INTERVAL [100ms]
 #   QUIET_IDLE [80] / QUIET_MAX [8; QUICK 3]: before each test wait up to QUIET_MAX s
 #                for the machine to be QUIET_IDLE % idle; 0 disables
-#   PPROF=1      start both servers with --enable-pprof and save a CPU profile of the
-#                server during the first slow put run and a heap profile after it
+#   PPROF=1      start both servers with --enable-pprof; in round 1 save a CPU profile of the
+#                server during each put run (<server>/<test>-cpu.pprof, the first
+#                PUT_TOTAL/5000 s, 3..30) and a heap profile right after it (<test>-heap.pprof)
 #   KEEP_DATA=1  keep the data dirs
 set -euo pipefail
 
@@ -83,8 +86,14 @@ fi
 for s in $SERVERS; do
   case "$s" in etcd|cairn) ;; *) echo "watch.sh: unknown server '$s' (etcd, cairn)" >&2; exit 2 ;; esac
 done
+TESTS=${TESTS:-put-base slow lat-1 lat-10k idle}
+for t in $TESTS; do
+  case "$t" in put-base|slow|lat-1|lat-10k|idle|idle-prefix) ;;
+    *) echo "watch.sh: unknown test '$t' (put-base slow lat-1 lat-10k idle idle-prefix)" >&2; exit 2 ;; esac
+done
+want() { [[ " $TESTS " == *" $1 "* ]]; }
 
-CMDLINE="SERVERS='$SERVERS' QUICK=$QUICK NICE=$NICE REPEAT=$REPEAT PUT_TOTAL=$PUT_TOTAL PUT_CLIENTS=$PUT_CLIENTS PUT_CONNS=$PUT_CONNS"
+CMDLINE="SERVERS='$SERVERS' TESTS='$TESTS' QUICK=$QUICK NICE=$NICE REPEAT=$REPEAT PUT_TOTAL=$PUT_TOTAL PUT_CLIENTS=$PUT_CLIENTS PUT_CONNS=$PUT_CONNS"
 CMDLINE+=" LAT1_PUTS=$LAT1_PUTS LAT1_RATE=$LAT1_RATE LATN_WATCHERS=$LATN_WATCHERS LATN_STREAMS=$LATN_STREAMS LATN_CONNS=$LATN_CONNS"
 CMDLINE+=" LATN_PUTS=$LATN_PUTS LATN_RATE=$LATN_RATE IDLE_WATCHERS=$IDLE_WATCHERS IDLE_STREAMS=$IDLE_STREAMS IDLE_CONNS=$IDLE_CONNS"
 CMDLINE+=" SLOW_STALLED=$SLOW_STALLED SLOW_SLOW=$SLOW_SLOW SLOW_INTERVAL=$SLOW_INTERVAL"
@@ -250,9 +259,9 @@ put_run() {
   ( while kill -0 "$SERVER_PID" 2>/dev/null; do awk '/^VmRSS/{print $2}' "/proc/$SERVER_PID/status" 2>/dev/null; sleep 0.25; done ) \
     > "$D/$t-r$R.rss" &
   sampler=$!
-  if [ "$PPROF" = 1 ] && [ "$t" = put-slow ] && [ "$R" = 1 ]; then
+  if [ "$PPROF" = 1 ] && [ "$R" = 1 ]; then
     local secs; secs=$(awk -v n="$PUT_TOTAL" 'BEGIN{s=int(n/5000); if(s<3)s=3; if(s>30)s=30; print s}')
-    curl -s -o "$D/slow-cpu.pprof" "http://$EP/debug/pprof/profile?seconds=$secs" &
+    curl -s -o "$D/$t-cpu.pprof" "http://$EP/debug/pprof/profile?seconds=$secs" &
     prof=$!
   fi
   s0=$(srv_ticks); b0=$(busy_ticks)
@@ -264,7 +273,7 @@ put_run() {
   kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
   if [ -n "$prof" ]; then
     wait "$prof" || true
-    curl -s -o "$D/slow-heap.pprof" "http://$EP/debug/pprof/heap" || true
+    curl -s -o "$D/$t-heap.pprof" "http://$EP/debug/pprof/heap" || true
   fi
   res=$("$ANCHORS/parse-bench.sh" "$f")
   qps=$(cut -f2 <<< "$res"); p99=$(cut -f5 <<< "$res"); err=$(cut -f7 <<< "$res")
@@ -293,23 +302,26 @@ lat_run() { # $1 test name, then watchbench latency flags
   log "$S r$R $t: $(tr ' ' '\n' <<< "$line" | grep -E '^(p50_ms|p99_ms|events|expected)=' | paste -sd' ') rc=$rc idle_before=${idle}%"
 }
 
-idle_run() {
-  local f=$D/idle-r$R.out pid r0 r1
+idle_run() { # $1 = idle (one key per watcher) or idle-prefix (one prefix per watcher)
+  local t=$1 f pid r0 r1 flag=""
+  f=$D/$t-r$R.out
+  [ "$t" = idle-prefix ] && flag=-prefix-watch
   quiet_wait > /dev/null
   r0=$(rss_kib)
-  nice -n "$NICE" "$WB" idle -endpoint "$EP" -watchers "$IDLE_WATCHERS" -streams "$IDLE_STREAMS" -conns "$IDLE_CONNS" > "$f" 2>&1 &
+  # shellcheck disable=SC2086
+  nice -n "$NICE" "$WB" idle -endpoint "$EP" -watchers "$IDLE_WATCHERS" -streams "$IDLE_STREAMS" -conns "$IDLE_CONNS" $flag > "$f" 2>&1 &
   pid=$!; BG_PIDS=("$pid")
-  if ! wait_ready "$f" "$pid"; then rec idle ok 0; kill_bg; return 1; fi
+  if ! wait_ready "$f" "$pid"; then rec "$t" ok 0; kill_bg; return 1; fi
   sleep 3 # let the server settle (GC) after the burst of creates
   r1=$(rss_kib)
-  rec idle rss_before_mib "$(awk -v a="$r0" 'BEGIN{printf "%.1f", a/1024}')"
-  rec idle rss_after_mib "$(awk -v a="$r1" 'BEGIN{printf "%.1f", a/1024}')"
-  rec idle bytes_per_watcher "$(awk -v a="$r0" -v b="$r1" -v n="$IDLE_WATCHERS" 'BEGIN{printf "%.0f", (b-a)*1024/n}')"
-  rec_kv idle "$(grep '^READY' "$f" | sed 's/^READY //')" create_s
-  log "$S r$R idle: $IDLE_WATCHERS watchers, VmRSS $((r0/1024)) -> $((r1/1024)) MiB ($(( (r1-r0)*1024/IDLE_WATCHERS )) B/watcher)"
-  put_run put-idle
+  rec "$t" rss_before_mib "$(awk -v a="$r0" 'BEGIN{printf "%.1f", a/1024}')"
+  rec "$t" rss_after_mib "$(awk -v a="$r1" 'BEGIN{printf "%.1f", a/1024}')"
+  rec "$t" bytes_per_watcher "$(awk -v a="$r0" -v b="$r1" -v n="$IDLE_WATCHERS" 'BEGIN{printf "%.0f", (b-a)*1024/n}')"
+  rec_kv "$t" "$(grep '^READY' "$f" | sed 's/^READY //')" create_s
+  log "$S r$R $t: $IDLE_WATCHERS watchers, VmRSS $((r0/1024)) -> $((r1/1024)) MiB ($(( (r1-r0)*1024/IDLE_WATCHERS )) B/watcher)"
+  put_run "put-$t"
   kill_bg
-  rec_kv idle "$(grep '^RESULT' "$f" | sed 's/^RESULT //')" events
+  rec_kv "$t" "$(grep '^RESULT' "$f" | sed 's/^RESULT //')" events
 }
 
 slow_run() {
@@ -337,11 +349,12 @@ for S in $SERVERS; do
   R=0 put_run put-warmup # not in the summary: fills the key space, memtables and heap once
   for R in $(seq 1 "$REPEAT"); do
     kill -0 "$SERVER_PID" 2>/dev/null || { echo "server died" > "$D/FAILED"; break; }
-    put_run put-base
-    slow_run || log "$S r$R slow: watchers not created"
-    lat_run lat-1 -watchers 1 -streams 1 -conns 1 -puts "$LAT1_PUTS" -rate "$LAT1_RATE"
-    lat_run lat-10k -watchers "$LATN_WATCHERS" -streams "$LATN_STREAMS" -conns "$LATN_CONNS" -puts "$LATN_PUTS" -rate "$LATN_RATE"
-    idle_run || log "$S r$R idle: watchers not created"
+    want put-base && put_run put-base
+    if want slow; then slow_run || log "$S r$R slow: watchers not created"; fi
+    want lat-1 && lat_run lat-1 -watchers 1 -streams 1 -conns 1 -puts "$LAT1_PUTS" -rate "$LAT1_RATE"
+    want lat-10k && lat_run lat-10k -watchers "$LATN_WATCHERS" -streams "$LATN_STREAMS" -conns "$LATN_CONNS" -puts "$LATN_PUTS" -rate "$LATN_RATE"
+    if want idle; then idle_run idle || log "$S r$R idle: watchers not created"; fi
+    if want idle-prefix; then idle_run idle-prefix || log "$S r$R idle-prefix: watchers not created"; fi
   done
   kill -0 "$SERVER_PID" 2>/dev/null || echo "server died" > "$D/FAILED"
   stop_server
@@ -385,6 +398,13 @@ SUMMARY=$OUT/summary.md
   row "put QPS, no watchers" put-base qps higher
   row "put QPS, $IDLE_WATCHERS idle watchers" put-idle qps higher
   row "put QPS, slow watchers ($SLOW_STALLED stalled + $SLOW_SLOW slow)" put-slow qps higher
+  if want idle-prefix; then
+    row "VmRSS with $IDLE_WATCHERS idle prefix watchers, MiB" idle-prefix rss_after_mib lower
+    row "bytes per idle prefix watcher" idle-prefix bytes_per_watcher lower
+    row "put QPS, $IDLE_WATCHERS idle prefix watchers" put-idle-prefix qps higher
+    row "put p99 ms, idle prefix watchers" put-idle-prefix p99_ms lower
+    row "server CPU µs/put, idle prefix watchers" put-idle-prefix srv_us_per_put lower
+  fi
   row "put p99 ms, no watchers" put-base p99_ms lower
   row "put p99 ms, idle watchers" put-idle p99_ms lower
   row "put p99 ms, slow watchers" put-slow p99_ms lower

@@ -14,7 +14,8 @@
 //
 // idle and slow create their watchers, print "READY" and hold them until
 // SIGTERM/SIGINT (or stdin EOF with -stdin), then print a "RESULT" line.
-// idle watches distinct keys that nothing writes. slow watches the whole key
+// idle watches distinct keys that nothing writes (-prefix-watch: each as a
+// prefix, i.e. range watchers). slow watches the whole key
 // space on one stream per watcher and connection (64 KiB gRPC windows):
 // "stalled" watchers never call Recv until the end, "slow" ones read one
 // response per -slow-interval. At the end every watcher drains its stream
@@ -327,6 +328,7 @@ func runIdle(args []string) error {
 	nStreams := fs.Int("streams", 100, "watch streams")
 	nConns := fs.Int("conns", 10, "gRPC connections")
 	prefix := fs.String("prefix", "/watchbench-idle/", "key prefix (keys are prefix + %07d)")
+	ranged := fs.Bool("prefix-watch", false, "watch each key as a prefix (a range watcher) instead of a single key")
 	useStdin := fs.Bool("stdin", false, "also stop at stdin EOF")
 	_ = fs.Parse(args)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -337,7 +339,14 @@ func runIdle(args []string) error {
 	}
 	t0 := time.Now()
 	streams, err := openStreams(ctx, conns, *nStreams, *watchers, func(i int) *pb.WatchCreateRequest {
-		return &pb.WatchCreateRequest{Key: []byte(fmt.Sprintf("%s%07d", *prefix, i))}
+		key := []byte(fmt.Sprintf("%s%07d", *prefix, i))
+		r := &pb.WatchCreateRequest{Key: key}
+		if *ranged {
+			end := append([]byte(nil), key...)
+			end[len(end)-1]++ // the key's digits never end in 0xff
+			r.RangeEnd = end
+		}
+		return r
 	})
 	if err != nil {
 		return err
