@@ -2,7 +2,7 @@
 # bench/watch.sh: watch benchmarks, etcd then cairn in one run, with ratios.
 # See bench/README.md ("Watch benchmarks") and docs/benchmarks.md ("Watch").
 #
-#   bench/watch.sh                 # full (~10 min on 2 cores)
+#   bench/watch.sh                 # full (~6 min idle, 10-13 min on a busy 2-core box)
 #   QUICK=1 bench/watch.sh         # smoke test (~2-3 min)
 #   SERVERS=cairn QUICK=1 bench/watch.sh
 #
@@ -34,7 +34,7 @@
 #   LATN_WATCHERS [10000]  LATN_STREAMS [100]  LATN_CONNS [10]  LATN_PUTS [50; QUICK 20]  LATN_RATE [5]
 #   IDLE_WATCHERS [100000]  IDLE_STREAMS [100]  IDLE_CONNS [10]
 #   SLOW_STALLED [2]  SLOW_SLOW [2]  SLOW_INTERVAL [100ms]
-#   QUIET_IDLE [80] / QUIET_MAX [8; QUICK 3]: before each test wait up to QUIET_MAX s
+#   QUIET_IDLE [80] / QUIET_MAX [5; QUICK 3]: before each test wait up to QUIET_MAX s
 #                for the machine to be QUIET_IDLE % idle; 0 disables
 #   PPROF=1      start both servers with --enable-pprof; in round 1 save a CPU profile of the
 #                server during each put run (<server>/<test>-cpu.pprof, the first
@@ -71,7 +71,7 @@ SLOW_STALLED=${SLOW_STALLED:-2}
 SLOW_SLOW=${SLOW_SLOW:-2}
 SLOW_INTERVAL=${SLOW_INTERVAL:-100ms}
 QUIET_IDLE=${QUIET_IDLE:-80}
-QUIET_MAX=${QUIET_MAX:-$(q 8 3)}
+QUIET_MAX=${QUIET_MAX:-$(q 5 3)}
 CLIENT_PORT=${CLIENT_PORT:-42379}
 PEER_PORT=${PEER_PORT:-42380}
 PPROF=${PPROF:-0}
