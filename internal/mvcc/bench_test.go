@@ -99,7 +99,7 @@ func BenchmarkEventsReplay(b *testing.B) {
 	b.ResetTimer()
 	from := int64(2)
 	for i := 0; i < b.N; i += 1000 {
-		_, last, err := s.Events(from, s.Rev(), 1000, true)
+		_, last, err := s.Events(from, s.Rev(), 1000, 1<<30, true)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -12,11 +12,11 @@ import (
 // Events returns the changes made at revisions [from, to] in revision
 // order, read from the revision log, each with the key's previous version
 // as PrevKv when prevKV is set and that version still exists. It stops
-// after the first revision that brings the count to maxEvents or more
-// (a revision is never split) and returns the last revision it read
-// completely. It fails with ErrCompacted when from is below the compacted
+// after the first revision that brings the count to maxEvents or the size
+// of keys and values to maxBytes or more (a revision is never split) and
+// returns the last revision it read completely. It fails with ErrCompacted when from is below the compacted
 // revision and ErrFutureRev when to is beyond the current one.
-func (s *Store) Events(from, to int64, maxEvents int, prevKV bool) ([]*mvccpb.Event, int64, error) {
+func (s *Store) Events(from, to int64, maxEvents, maxBytes int, prevKV bool) ([]*mvccpb.Event, int64, error) {
 	s.mu.RLock()
 	cur, compact := s.mu.rev, s.mu.compactRev
 	snap := s.db.NewSnapshot()
@@ -44,6 +44,7 @@ func (s *Store) Events(from, to int64, maxEvents int, prevKV bool) ([]*mvccpb.Ev
 
 	var (
 		evs       []*mvccpb.Event
+		size      int
 		at        int64
 		stoppedAt int64
 		buf       []byte
@@ -54,7 +55,7 @@ func (s *Store) Events(from, to int64, maxEvents int, prevKV bool) ([]*mvccpb.Ev
 			return nil, 0, fmt.Errorf("%w: %x", err, logIt.Key())
 		}
 		if main != at {
-			if len(evs) >= maxEvents {
+			if len(evs) >= maxEvents || size >= maxBytes {
 				stoppedAt = main
 				break
 			}
@@ -85,6 +86,10 @@ func (s *Store) Events(from, to int64, maxEvents int, prevKV bool) ([]*mvccpb.Ev
 			}
 		}
 		evs = append(evs, ev)
+		size += len(ev.Kv.Key) + len(ev.Kv.Value)
+		if ev.PrevKv != nil {
+			size += len(ev.PrevKv.Key) + len(ev.PrevKv.Value)
+		}
 	}
 	if err := logIt.Error(); err != nil {
 		return nil, 0, err

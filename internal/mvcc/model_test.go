@@ -901,7 +901,7 @@ func (h *harness) checkEvents(from int64, collected []*mvccpb.Event) {
 	// A small maxEvents pages through the log as a catching-up watcher does.
 	var got []*mvccpb.Event
 	for at := from; at <= to; {
-		evs, last, err := h.s.Events(at, to, 1+h.rng.IntN(3), true)
+		evs, last, err := h.s.Events(at, to, 1+h.rng.IntN(3), 1+h.rng.IntN(64), true)
 		if err != nil {
 			h.fatalf("Events(%d, %d): %v", at, to, err)
 		}

@@ -12,7 +12,7 @@ import (
 // fakeSource is a revision log with nothing in it.
 type fakeSource struct{}
 
-func (fakeSource) Events(from, to int64, _ int, _ bool) ([]*mvccpb.Event, int64, error) {
+func (fakeSource) Events(from, to int64, _, _ int, _ bool) ([]*mvccpb.Event, int64, error) {
 	return nil, to, nil
 }
 func (fakeSource) CompactRev() int64 { return 0 }

@@ -34,7 +34,7 @@ import (
 // Source is the revision log the hub replays for catching-up watchers
 // (implemented by mvcc.Store).
 type Source interface {
-	Events(from, to int64, maxEvents int, prevKV bool) ([]*mvccpb.Event, int64, error)
+	Events(from, to int64, maxEvents, maxBytes int, prevKV bool) ([]*mvccpb.Event, int64, error)
 	CompactRev() int64
 }
 
@@ -50,9 +50,14 @@ type Config struct {
 	// ProgressInterval is how often watchers that asked for progress
 	// notifications get one while idle (etcd: 10 minutes).
 	ProgressInterval time.Duration
-	// MaxPending bounds the event responses queued per stream; beyond it
-	// the stream's watchers fall back to catch-up. Default 256.
-	MaxPending int
+	// MaxPending and MaxPendingBytes bound the events (and their approximate
+	// size) queued per stream; beyond them the stream's watchers fall back
+	// to catch-up, which refills the queue only once the client has read
+	// half of it. One revision's events are queued whole even when they
+	// alone exceed the bounds (if the queue holds no events). Defaults
+	// 1024 events, 4 MiB.
+	MaxPending      int
+	MaxPendingBytes int
 	// CatchUpEvents bounds the events read from the revision log in one
 	// catch-up step. Default 1000.
 	CatchUpEvents int
@@ -73,8 +78,14 @@ type Hub struct {
 	mu struct {
 		sync.Mutex
 		rev      int64 // highest revision handed to Notify
-		keyed    map[string]map[*watcher]struct{}
-		ranged   map[*watcher]struct{}
+		// Synced watchers, indexed so that an event finds its watchers
+		// without scanning them all: single-key watchers by key, prefix
+		// watchers by prefix (with the set of prefix lengths in use),
+		// other ranges in a list.
+		keyed      map[string]map[*watcher]struct{}
+		prefixed   map[string]map[*watcher]struct{}
+		prefixLens map[int]int // prefix length -> distinct prefixes of that length
+		ranged     map[*watcher]struct{}
 		unsynced map[*watcher]struct{}
 		streams  map[*Stream]struct{}
 	}
@@ -92,7 +103,10 @@ func New(lg *zap.Logger, src Source, rev int64, cfg Config) *Hub {
 		cfg.ProgressInterval = 10 * time.Minute
 	}
 	if cfg.MaxPending <= 0 {
-		cfg.MaxPending = 256
+		cfg.MaxPending = 1024
+	}
+	if cfg.MaxPendingBytes <= 0 {
+		cfg.MaxPendingBytes = 4 << 20
 	}
 	if cfg.CatchUpEvents <= 0 {
 		cfg.CatchUpEvents = 1000
@@ -106,6 +120,8 @@ func New(lg *zap.Logger, src Source, rev int64, cfg Config) *Hub {
 	h := &Hub{lg: lg, src: src, cfg: cfg, kick: make(chan struct{}, 1)}
 	h.mu.rev = rev
 	h.mu.keyed = make(map[string]map[*watcher]struct{})
+	h.mu.prefixed = make(map[string]map[*watcher]struct{})
+	h.mu.prefixLens = make(map[int]int)
 	h.mu.ranged = make(map[*watcher]struct{})
 	h.mu.unsynced = make(map[*watcher]struct{})
 	h.mu.streams = make(map[*Stream]struct{})
@@ -136,6 +152,9 @@ type watcher struct {
 	fragment bool
 	progress bool
 	stream   *Stream
+
+	// prefix: the range is exactly the keys starting with key.
+	prefix bool
 
 	synced bool
 	// next is the next revision to deliver while unsynced; a synced
@@ -179,28 +198,68 @@ func (w *watcher) filter(evs []*mvccpb.Event, from int64) []*mvccpb.Event {
 // addSynced indexes w for Notify. h.mu held.
 func (h *Hub) addSynced(w *watcher) {
 	w.synced, w.next = true, 0
-	if w.single() {
-		set := h.mu.keyed[string(w.key)]
-		if set == nil {
-			set = make(map[*watcher]struct{})
-			h.mu.keyed[string(w.key)] = set
+	switch {
+	case w.single():
+		addTo(h.mu.keyed, string(w.key), w)
+	case w.prefix:
+		if addTo(h.mu.prefixed, string(w.key), w) {
+			h.mu.prefixLens[len(w.key)]++
 		}
-		set[w] = struct{}{}
-		return
+	default:
+		h.mu.ranged[w] = struct{}{}
 	}
-	h.mu.ranged[w] = struct{}{}
+}
+
+// prefixEnd is the end of the range of keys starting with p (clientv3's
+// GetPrefixRangeEnd), or nil if there is none (p is all 0xff).
+func prefixEnd(p []byte) []byte {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] < 0xff {
+			end := append([]byte(nil), p[:i+1]...)
+			end[i]++
+			return end
+		}
+	}
+	return nil
+}
+
+// addTo adds w to idx[k] and reports whether the set is new.
+func addTo(idx map[string]map[*watcher]struct{}, k string, w *watcher) bool {
+	set := idx[k]
+	if set == nil {
+		set = make(map[*watcher]struct{})
+		idx[k] = set
+	}
+	set[w] = struct{}{}
+	return len(set) == 1
+}
+
+// removeFrom removes w from idx[k] and reports whether the set is gone.
+func removeFrom(idx map[string]map[*watcher]struct{}, k string, w *watcher) bool {
+	set := idx[k]
+	if set == nil {
+		return false
+	}
+	delete(set, w)
+	if len(set) == 0 {
+		delete(idx, k)
+		return true
+	}
+	return false
 }
 
 // removeSynced drops w from the Notify index. h.mu held.
 func (h *Hub) removeSynced(w *watcher) {
-	if w.single() {
-		if set := h.mu.keyed[string(w.key)]; set != nil {
-			delete(set, w)
-			if len(set) == 0 {
-				delete(h.mu.keyed, string(w.key))
+	switch {
+	case w.single():
+		removeFrom(h.mu.keyed, string(w.key), w)
+	case w.prefix:
+		if removeFrom(h.mu.prefixed, string(w.key), w) {
+			if h.mu.prefixLens[len(w.key)]--; h.mu.prefixLens[len(w.key)] == 0 {
+				delete(h.mu.prefixLens, len(w.key))
 			}
 		}
-	} else {
+	default:
 		delete(h.mu.ranged, w)
 	}
 	w.synced = false
@@ -251,9 +310,11 @@ func (h *Hub) Notify(rev int64, evs []*mvccpb.Event, collected bool) {
 	h.metrics.events.Add(float64(len(evs)))
 	if !collected {
 		var all []*watcher
-		for _, set := range h.mu.keyed {
-			for w := range set {
-				all = append(all, w)
+		for _, idx := range []map[string]map[*watcher]struct{}{h.mu.keyed, h.mu.prefixed} {
+			for _, set := range idx {
+				for w := range set {
+					all = append(all, w)
+				}
 			}
 		}
 		for w := range h.mu.ranged {
@@ -280,29 +341,47 @@ func (h *Hub) Notify(rev int64, evs []*mvccpb.Event, collected bool) {
 	}
 }
 
-// deliverKeyed hands evs to the synced single-key watchers. The events of
-// one key are selected once and shared by every watcher of that key without
-// filters (10,000 watchers on one key cost one response each, nothing more).
-// h.mu held.
+// deliverKeyed hands evs to the synced single-key and prefix watchers. The
+// events of one key (or prefix) are selected once and shared by every
+// watcher of it that has no filters: 10,000 watchers on one key cost one
+// response each, nothing more, and an event finds its prefix watchers with
+// one map lookup per prefix length in use. h.mu held.
 func (h *Hub) deliverKeyed(evs []*mvccpb.Event, prev, rev int64) {
-	type shared struct{ withPrev, noPrev []*mvccpb.Event }
-	var byKey map[string]*shared
-	for _, ev := range evs {
-		if len(h.mu.keyed[string(ev.Kv.Key)]) == 0 {
-			continue
-		}
-		if byKey == nil {
-			byKey = make(map[string]*shared)
-		}
-		sh := byKey[string(ev.Kv.Key)]
-		if sh == nil {
-			sh = &shared{}
-			byKey[string(ev.Kv.Key)] = sh
-		}
-		sh.withPrev = append(sh.withPrev, ev)
+	type shared struct {
+		set              map[*watcher]struct{}
+		withPrev, noPrev []*mvccpb.Event
 	}
-	for key, sh := range byKey {
-		for w := range h.mu.keyed[key] {
+	var order []*shared // in first-event order
+	byKey := make(map[string]*shared)
+	byPrefix := make(map[string]*shared)
+	for _, ev := range evs {
+		k := ev.Kv.Key
+		if set := h.mu.keyed[string(k)]; len(set) > 0 {
+			sh := byKey[string(k)]
+			if sh == nil {
+				sh = &shared{set: set}
+				byKey[string(k)] = sh
+				order = append(order, sh)
+			}
+			sh.withPrev = append(sh.withPrev, ev)
+		}
+		for l := range h.mu.prefixLens {
+			if l > len(k) {
+				continue
+			}
+			if set := h.mu.prefixed[string(k[:l])]; len(set) > 0 {
+				sh := byPrefix[string(k[:l])]
+				if sh == nil {
+					sh = &shared{set: set}
+					byPrefix[string(k[:l])] = sh
+					order = append(order, sh)
+				}
+				sh.withPrev = append(sh.withPrev, ev)
+			}
+		}
+	}
+	for _, sh := range order {
+		for w := range sh.set {
 			var mine []*mvccpb.Event
 			switch {
 			case w.noPut || w.noDelete:
@@ -386,7 +465,9 @@ func (h *Hub) catchUp() bool {
 		return false
 	}
 
-	evs, last, err := h.src.Events(from, target, h.cfg.CatchUpEvents, prevKV)
+	// A step reads no more than fits in a half-empty queue, so that what it
+	// reads is queued, not read again.
+	evs, last, err := h.src.Events(from, target, max(1, min(h.cfg.CatchUpEvents, h.cfg.MaxPending/2)), max(1, h.cfg.MaxPendingBytes/2), prevKV)
 	if err != nil {
 		if h.cfg.IsCompacted(err) {
 			return true // compaction moved on: the next step cancels
@@ -408,6 +489,10 @@ func (h *Hub) catchUp() bool {
 		}
 		if mine := w.filter(evs, w.next); len(mine) > 0 {
 			if !w.stream.out.pushEvents(w, mine, last, h.cfg.FragmentBytes) {
+				// Only a revision larger than half the queue gets here:
+				// wait for the queue to empty rather than read it again
+				// at every response the client reads.
+				w.stream.out.needEmpty()
 				continue
 			}
 		}
@@ -508,6 +593,7 @@ func (s *Stream) Create(r *pb.WatchCreateRequest) {
 		}
 	}
 	w := &watcher{id: id, key: key, end: end, prevKV: r.PrevKv, fragment: r.Fragment, progress: r.ProgressNotify, stream: s}
+	w.prefix = end != nil && bytes.Equal(end, prefixEnd(key))
 	for _, f := range r.Filters {
 		switch f {
 		case pb.WatchCreateRequest_NOPUT:
@@ -603,8 +689,10 @@ type outbox struct {
 	h      *Hub
 	mu     sync.Mutex
 	q      []item
-	events int  // event responses queued
+	events int  // events queued
+	bytes  int  // their approximate size
 	stall  bool // a push was refused: kick catch-up once drained
+	empty  bool // ... and only once no event is queued
 	closed bool
 	ready  chan struct{} // signalled when q becomes non-empty or closed
 	room   chan struct{} // signalled when q drops below the hard limit
@@ -613,6 +701,7 @@ type outbox struct {
 type item struct {
 	resp *pb.WatchResponse
 	rev  int64
+	size int // approxSize of the events
 }
 
 func newOutbox(h *Hub) *outbox {
@@ -634,11 +723,39 @@ func (o *outbox) hasRoom() bool {
 	if o.closed {
 		return false
 	}
-	if o.events >= o.h.cfg.MaxPending {
+	if !o.halfEmptyLocked() {
 		o.stall = true
 		return false
 	}
 	return true
+}
+
+// halfEmptyLocked reports whether the queue holds at most half its bounds
+// (no event at all after needEmpty).
+func (o *outbox) halfEmptyLocked() bool {
+	if o.events == 0 {
+		o.empty = false
+		return true
+	}
+	return !o.empty && o.events <= o.h.cfg.MaxPending/2 && o.bytes <= o.h.cfg.MaxPendingBytes/2
+}
+
+func (o *outbox) needEmpty() {
+	o.mu.Lock()
+	o.stall, o.empty = true, true
+	o.mu.Unlock()
+}
+
+// approxSize is the approximate encoded size of evs.
+func approxSize(evs []*mvccpb.Event) int {
+	n := 0
+	for _, ev := range evs {
+		n += 32 + len(ev.Kv.Key) + len(ev.Kv.Value)
+		if ev.PrevKv != nil {
+			n += 32 + len(ev.PrevKv.Key) + len(ev.PrevKv.Value)
+		}
+	}
+	return n
 }
 
 // pushEvents queues the events of w at header revision rev, split into
@@ -649,20 +766,21 @@ func (o *outbox) pushEvents(w *watcher, evs []*mvccpb.Event, rev int64, fragByte
 	if o.closed {
 		return true // nobody reads: dropping is correct
 	}
-	if o.events >= o.h.cfg.MaxPending {
+	size := approxSize(evs)
+	if o.events > 0 && (o.events+len(evs) > o.h.cfg.MaxPending || o.bytes+size > o.h.cfg.MaxPendingBytes) {
 		o.stall = true
 		return false
 	}
 	w.sent = true
 	if w.fragment {
 		for _, r := range fragment(w.id, evs, fragBytes) {
-			o.q = append(o.q, item{r, rev})
-			o.events++
+			o.q = append(o.q, item{resp: r, rev: rev, size: approxSize(r.Events)})
 		}
 	} else {
-		o.q = append(o.q, item{&pb.WatchResponse{WatchId: w.id, Events: evs}, rev})
-		o.events++
+		o.q = append(o.q, item{resp: &pb.WatchResponse{WatchId: w.id, Events: evs}, rev: rev, size: size})
 	}
+	o.events += len(evs)
+	o.bytes += size
 	o.h.metrics.pending.Add(float64(len(evs)))
 	signal(o.ready)
 	return true
@@ -694,7 +812,7 @@ func (o *outbox) pushControl(r *pb.WatchResponse, rev int64) {
 	if o.closed {
 		return
 	}
-	o.q = append(o.q, item{r, rev})
+	o.q = append(o.q, item{resp: r, rev: rev})
 	signal(o.ready)
 }
 
@@ -710,10 +828,11 @@ func (o *outbox) next(ctx context.Context) (*pb.WatchResponse, int64, error) {
 			o.q[0] = item{}
 			o.q = o.q[1:]
 			if len(it.resp.Events) > 0 {
-				o.events--
+				o.events -= len(it.resp.Events)
+				o.bytes -= it.size
 				o.h.metrics.pending.Sub(float64(len(it.resp.Events)))
 			}
-			kick := o.stall && o.events <= o.h.cfg.MaxPending/2
+			kick := o.stall && o.halfEmptyLocked()
 			if kick {
 				o.stall = false
 			}
@@ -738,6 +857,8 @@ func (o *outbox) next(ctx context.Context) (*pb.WatchResponse, int64, error) {
 	}
 }
 
+// hardLimit bounds the responses queued (control responses included)
+// before the stream stops reading client requests.
 func (o *outbox) hardLimit() int { return 4 * o.h.cfg.MaxPending }
 
 func (o *outbox) waitRoom(ctx context.Context) error {

@@ -51,7 +51,7 @@ func TestProperty(t *testing.T) {
 	}
 }
 
-var propKeys = []string{"a", "a/1", "a/2", "b", "b/1", "c", "\x00", "z"}
+var propKeys = []string{"a", "a/1", "a/2", "a/2/x", "b", "b/1", "c", "\x00", "z", "\xff", "\xff\xff"}
 
 type version struct {
 	create, mod, ver int64
@@ -101,10 +101,11 @@ func newProp(t *testing.T, seed uint64) *prop {
 	go func() { defer close(done); s.RunCompactor(ctx) }()
 	p := &prop{t: t, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b9)), db: db, s: s, live: map[string]version{}}
 	p.h = New(lg, s, s.Rev(), Config{
-		MaxPending:    1 + p.rng.IntN(3),
-		CatchUpEvents: 1 + p.rng.IntN(8),
-		FragmentBytes: 40,
-		IsCompacted:   func(err error) bool { return err == mvcc.ErrCompacted },
+		MaxPending:      1 + p.rng.IntN(6),
+		MaxPendingBytes: 1 + p.rng.IntN(400),
+		CatchUpEvents:   1 + p.rng.IntN(8),
+		FragmentBytes:   40,
+		IsCompacted:     func(err error) bool { return err == mvcc.ErrCompacted },
 	})
 	p.stop = func() { cancel(); <-done; _ = db.Close() }
 	t.Cleanup(p.stop)
@@ -280,13 +281,15 @@ func (p *prop) compact() {
 func (p *prop) newWatcher() {
 	s := p.strms[p.rng.IntN(len(p.strms))]
 	req := &pb.WatchCreateRequest{Key: []byte(p.key()), PrevKv: p.rng.IntN(2) == 0, Fragment: p.rng.IntN(4) == 0}
-	switch p.rng.IntN(4) {
+	switch p.rng.IntN(6) {
 	case 1:
 		req.RangeEnd = []byte{0}
 	case 2:
 		req.RangeEnd = append(slices.Clone(req.Key), 0xff)
 	case 3:
 		req.RangeEnd = []byte(p.key())
+	case 4, 5: // a prefix watch (indexed by prefix)
+		req.RangeEnd = prefixEnd(req.Key)
 	}
 	switch p.rng.IntN(6) {
 	case 0:
