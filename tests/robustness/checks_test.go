@@ -352,3 +352,45 @@ func checkReadsAgainstLog(ops []Op, log revisionLog) []string {
 	}
 	return out
 }
+
+// resolveUnknown settles writes of unknown outcome with the complete
+// revision log (etcd's robustness suite does the same with the WAL): a put
+// or compare-and-set whose unique value is in the log was applied, at that
+// revision; one whose value is not was never applied (the log is complete
+// up to the final read, and nothing in the history can observe a write
+// applied after it). Deletes stay unknown: their events carry no value.
+// It returns how many ops it settled.
+func resolveUnknown(ops []Op, log revisionLog, finalRev int64) int {
+	if log.upTo < finalRev || finalRev < 2 {
+		return 0
+	}
+	type at struct {
+		rev int64
+		key string
+	}
+	written := map[string]at{}
+	for r := int64(2); r <= log.upTo; r++ {
+		for _, e := range log.byRev[r] {
+			if !e.Delete {
+				written[e.Value] = at{r, e.Key}
+			}
+		}
+	}
+	n := 0
+	for i := range ops {
+		o := &ops[i]
+		if o.Outcome != Unknown || (o.Kind != opPut && o.Kind != opCAS) {
+			continue
+		}
+		if w, ok := written[o.Value]; ok && w.key == o.Key {
+			o.Outcome, o.Rev = OK, w.rev
+			o.Succeeded = o.Kind == opCAS
+			o.Err += fmt.Sprintf(" (settled: applied at revision %d per the revision log)", w.rev)
+		} else {
+			o.Outcome = Failed
+			o.Err += " (settled: not in the complete revision log)"
+		}
+		n++
+	}
+	return n
+}

@@ -92,13 +92,14 @@ func (h *history) snapshot() []Op {
 	return ops
 }
 
-func (h *history) save(path string) error {
+// saveOps writes ops as JSON lines.
+func saveOps(ops []Op, path string) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
 	enc := json.NewEncoder(f)
-	for _, o := range h.snapshot() {
+	for _, o := range ops {
 		if err := enc.Encode(o); err != nil {
 			f.Close()
 			return err

@@ -44,6 +44,7 @@ type run struct {
 	faults  int
 	crashes int
 	lin     porcupine.LinearizationInfo
+	ops     []Op // the checked history (unknown writes settled where possible)
 }
 
 func (r *run) logf(format string, args ...any) {
@@ -210,16 +211,21 @@ func (r *run) finish() []string {
 	ops := r.tr.h.snapshot()
 	r.logStats(ops)
 	out = append(out, r.tr.violations...)
-	out = append(out, checkRevisionOrder(ops)...)
-	out = append(out, checkLostWrites(ops)...)
 	wv, log := checkWatches(r.tr.sessions, ops)
 	out = append(out, wv...)
+	if final.Outcome == OK {
+		if n := resolveUnknown(ops, log, final.Rev); n > 0 {
+			r.logf("settled %d writes of unknown outcome with the complete revision log", n)
+		}
+	}
+	out = append(out, checkRevisionOrder(ops)...)
+	out = append(out, checkLostWrites(ops)...)
 	out = append(out, checkReadsAgainstLog(ops, log)...)
 	if r.sc.traffic.watch && log.upTo > 0 {
 		r.logf("revision log from the watcher at revision 1: complete to revision %d of %d", log.upTo, final.Rev)
 	}
 	res, info := checkLinearizable(ops, linearizabilityTimeout)
-	r.lin = info
+	r.lin, r.ops = info, ops
 	switch res {
 	case porcupine.Illegal:
 		out = append(out, "porcupine: the KV history is not linearizable (see linearizability.html)")
@@ -359,7 +365,7 @@ func (r *run) checkMembers(ctx context.Context, final Op) []string {
 // saveEvidence writes the history, the watch sessions and the porcupine
 // visualisation next to the member logs.
 func (r *run) saveEvidence() {
-	if err := r.tr.h.save(filepath.Join(r.dir, "history.jsonl")); err != nil {
+	if err := saveOps(r.ops, filepath.Join(r.dir, "history.jsonl")); err != nil {
 		r.logf("save history: %v", err)
 	}
 	if b, err := json.MarshalIndent(r.tr.sessions, "", " "); err == nil {

@@ -273,6 +273,12 @@ func (tr *traffic) kvClient(ctx context.Context, id int, cli *clientv3.Client, m
 			tr.seeRev(o.Rev)
 		}
 		tr.h.add(o)
+		if err != nil {
+			// Back off as a real client would: a member without a leader
+			// answers at once, and a tight loop of unknown writes makes
+			// the linearizability check explode.
+			_ = pause(ctx, time.Duration(100+rng.IntN(200))*time.Millisecond)
+		}
 	}
 }
 
