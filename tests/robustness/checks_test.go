@@ -224,21 +224,31 @@ func checkWatches(sessions []*watchSession, ops []Op) ([]string, revisionLog) {
 		}
 	}
 
-	// The full watcher: every revision from 2 to its end.
+	// The full watcher (sessions of watcher 0, each continuing where the
+	// previous one ended): every revision from 2 to where they reach.
+	var chain []*watchSession
 	for _, s := range sessions {
-		if s.Watcher != 0 || s.Start != 1 {
-			continue
+		if s.Watcher == 0 {
+			chain = append(chain, s)
 		}
-		end := s.end()
-		upTo := end
-		for r := int64(2); r <= end; r++ {
+	}
+	sort.Slice(chain, func(i, j int) bool { return chain[i].Start < chain[j].Start })
+	reach := int64(0)
+	for _, s := range chain {
+		if s.Start > reach+1 {
+			break
+		}
+		reach = max(reach, s.end())
+	}
+	if len(chain) > 0 && chain[0].Start == 1 {
+		log.upTo = reach
+		for r := int64(2); r <= reach; r++ {
 			if len(log.byRev[r]) == 0 {
-				out = append(out, fmt.Sprintf("the watcher from revision 1 (confirmed to %d) never saw revision %d", end, r))
-				upTo = r - 1
+				out = append(out, fmt.Sprintf("the watcher from revision 1 (confirmed to %d) never saw revision %d", reach, r))
+				log.upTo = r - 1
 				break
 			}
 		}
-		log.upTo = max(log.upTo, upTo)
 	}
 
 	// Against the client history.
