@@ -34,14 +34,16 @@ func linearizableRead(o *Op) bool {
 // revision at least as new (a write: strictly newer), and no two writes
 // share a revision.
 func checkRevisionOrder(ops []Op) []string {
-	var done []*Op
+	var done, byReturn []*Op
 	for i := range ops {
 		o := &ops[i]
 		if o.Outcome == OK && o.Rev > 0 && (createsRevision(o) || linearizableRead(o)) {
 			done = append(done, o)
+			if !o.Settled { // a settled write may have completed any time after its call
+				byReturn = append(byReturn, o)
+			}
 		}
 	}
-	byReturn := append([]*Op(nil), done...)
 	sort.Slice(byReturn, func(i, j int) bool { return byReturn[i].Return < byReturn[j].Return })
 	byCall := append([]*Op(nil), done...)
 	sort.Slice(byCall, func(i, j int) bool { return byCall[i].Call < byCall[j].Call })
@@ -392,6 +394,7 @@ func resolveUnknown(ops []Op, log revisionLog, finalRev int64) int {
 		if o.Outcome != Unknown || (o.Kind != opPut && o.Kind != opCAS) {
 			continue
 		}
+		o.Settled = true
 		if w, ok := written[o.Value]; ok && w.key == o.Key {
 			o.Outcome, o.Rev = OK, w.rev
 			o.Succeeded = o.Kind == opCAS

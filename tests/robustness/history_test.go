@@ -56,7 +56,11 @@ type Op struct {
 	Return  int64   `json:"return"`
 	Outcome Outcome `json:"outcome"`
 	Err     string  `json:"err,omitempty"`
-	Member  string  `json:"member,omitempty"` // endpoint, for single-member clients
+	// Settled: the outcome was unknown and the revision log settled it.
+	// Return is then only when the client gave up; the write may have
+	// been applied later, so it counts as completing at infinity.
+	Settled bool   `json:"settled,omitempty"`
+	Member  string `json:"member,omitempty"` // endpoint, for single-member clients
 
 	Rev       int64  `json:"rev,omitempty"`     // header revision (a write's own revision)
 	Found     bool   `json:"found,omitempty"`   // get, cas else-branch
