@@ -287,6 +287,12 @@ func sameURLs(a, b []string) bool {
 }
 
 // Run runs the member until ctx is done, then stops everything it owns.
+//
+// A member removed from the cluster stops raft and everything else at
+// once and closes Removed(), but keeps its database open until ctx is
+// done, and only then returns ErrRemoved: the caller may still be serving
+// requests that read it (closing it under them panics in Pebble), so the
+// caller must watch Removed(), stop serving, then cancel ctx.
 func (m *Member) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	nodeCtx, stopNode := context.WithCancel(context.Background())
@@ -320,6 +326,9 @@ func (m *Member) Run(ctx context.Context) error {
 		}
 	})
 	err := g.Wait()
+	if errors.Is(err, ErrRemoved) {
+		<-ctx.Done() // see the doc comment: the caller closes the DB
+	}
 	// The transport has stopped: no transfer holds a pinned snapshot.
 	m.snaps.close()
 	if cerr := m.db.Close(); err == nil && cerr != nil {
@@ -327,6 +336,10 @@ func (m *Member) Run(ctx context.Context) error {
 	}
 	return err
 }
+
+// Removed is closed when this member learns that it was removed from the
+// cluster; Run then waits for its ctx to be done (see Run).
+func (m *Member) Removed() <-chan struct{} { return m.removed }
 
 // publish waits until the member has a leader and has applied its log,
 // records its name and client URLs through raft, and marks it ready.

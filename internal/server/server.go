@@ -184,10 +184,12 @@ func (s *Server) Run(ctx context.Context) error {
 			zap.String("cluster-id", fmt.Sprintf("%x", s.m.Cluster().ClusterID())))
 		select {
 		case <-ctx.Done():
+		case <-s.m.Removed(): // stop serving before the member closes its DB
 		case runErr = <-memberDone:
 			memberDone <- runErr
 		}
 	case <-ctx.Done():
+	case <-s.m.Removed():
 	case runErr = <-memberDone:
 		memberDone <- runErr
 	}

@@ -363,6 +363,8 @@ func TestBootstrapMembersNotRemoved(t *testing.T) {
 		select {
 		case <-done:
 			t.Fatalf("%s stopped: %v", nd.name, nd.runErr)
+		case <-nd.m.Removed():
+			t.Fatalf("%s believes it was removed", nd.name)
 		default:
 		}
 	}

@@ -209,3 +209,63 @@ func TestClassify(t *testing.T) {
 		}
 	}
 }
+
+func TestResolveUnknown(t *testing.T) {
+	k := kvKey(0)
+	ops := []Op{
+		put(0, k, "a", 1, 2, 2),
+		{Client: 1, Kind: opPut, Key: k, Value: "b", Call: 3 * sec, Return: 4 * sec, Outcome: Unknown},
+		{Client: 2, Kind: opPut, Key: k, Value: "c", Call: 3 * sec, Return: 4 * sec, Outcome: Unknown},
+		finalRead(5, 6, 3, KV{Key: k, Value: "b", ModRev: 3}),
+	}
+	s := &watchSession{Watcher: 0, Start: 1, Progress: 3, Events: []Event{
+		{Rev: 2, Key: k, Value: "a", ModRev: 2}, {Rev: 3, Key: k, Value: "b", ModRev: 3},
+	}}
+	v, log := checkWatches([]*watchSession{s}, ops)
+	if len(v) != 0 {
+		t.Fatal(v)
+	}
+	if n := resolveUnknown(ops, log, 3); n != 2 {
+		t.Fatalf("settled %d, want 2", n)
+	}
+	if ops[1].Outcome != OK || ops[1].Rev != 3 || ops[2].Outcome != Failed {
+		t.Fatalf("settled wrongly: %+v %+v", ops[1], ops[2])
+	}
+	if res, _ := checkLinearizable(ops, 10*time.Second); res != porcupine.Ok {
+		t.Fatalf("settled history: %s", res)
+	}
+	// Not complete up to the final revision: nothing is settled.
+	ops[1].Outcome, ops[2].Outcome = Unknown, Unknown
+	if n := resolveUnknown(ops, log, 4); n != 0 {
+		t.Fatalf("settled %d with an incomplete log", n)
+	}
+}
+
+// A write whose client gave up, applied after the timeout, is settled as
+// applied; other clients that read before it was applied are not stale.
+func TestSettledWriteAppliedAfterTimeout(t *testing.T) {
+	k0, k1 := kvKey(0), kvKey(1)
+	ops := []Op{
+		put(0, k0, "a", 1, 2, 2),
+		{Client: 1, Kind: opPut, Key: k1, Value: "late", Call: 3 * sec, Return: 5 * sec, Outcome: Unknown, Err: "context deadline exceeded"},
+		get(2, k0, 6, 7, 2, "a", 2), // revision 2: "late" (revision 3) not applied yet
+		get(2, k1, 8, 9, 3, "late", 3),
+		finalRead(10, 11, 3, KV{Key: k0, Value: "a", ModRev: 2}, KV{Key: k1, Value: "late", ModRev: 3}),
+	}
+	s := &watchSession{Watcher: 0, Start: 1, Progress: 3, Events: []Event{
+		{Rev: 2, Key: k0, Value: "a", ModRev: 2}, {Rev: 3, Key: k1, Value: "late", ModRev: 3},
+	}}
+	v, log := checkWatches([]*watchSession{s}, ops)
+	if len(v) != 0 {
+		t.Fatal(v)
+	}
+	if n := resolveUnknown(ops, log, 3); n != 1 || !ops[1].Settled || ops[1].Outcome != OK {
+		t.Fatalf("settled %d: %+v", n, ops[1])
+	}
+	if v := checkRevisionOrder(ops); len(v) != 0 {
+		t.Fatalf("revision order: %v", v)
+	}
+	if res, _ := checkLinearizable(ops, 10*time.Second); res != porcupine.Ok {
+		t.Fatalf("porcupine: %s", res)
+	}
+}

@@ -34,14 +34,16 @@ func linearizableRead(o *Op) bool {
 // revision at least as new (a write: strictly newer), and no two writes
 // share a revision.
 func checkRevisionOrder(ops []Op) []string {
-	var done []*Op
+	var done, byReturn []*Op
 	for i := range ops {
 		o := &ops[i]
 		if o.Outcome == OK && o.Rev > 0 && (createsRevision(o) || linearizableRead(o)) {
 			done = append(done, o)
+			if !o.Settled { // a settled write may have completed any time after its call
+				byReturn = append(byReturn, o)
+			}
 		}
 	}
-	byReturn := append([]*Op(nil), done...)
 	sort.Slice(byReturn, func(i, j int) bool { return byReturn[i].Return < byReturn[j].Return })
 	byCall := append([]*Op(nil), done...)
 	sort.Slice(byCall, func(i, j int) bool { return byCall[i].Call < byCall[j].Call })
@@ -224,21 +226,31 @@ func checkWatches(sessions []*watchSession, ops []Op) ([]string, revisionLog) {
 		}
 	}
 
-	// The full watcher: every revision from 2 to its end.
+	// The full watcher (sessions of watcher 0, each continuing where the
+	// previous one ended): every revision from 2 to where they reach.
+	var chain []*watchSession
 	for _, s := range sessions {
-		if s.Watcher != 0 || s.Start != 1 {
-			continue
+		if s.Watcher == 0 {
+			chain = append(chain, s)
 		}
-		end := s.end()
-		upTo := end
-		for r := int64(2); r <= end; r++ {
+	}
+	sort.Slice(chain, func(i, j int) bool { return chain[i].Start < chain[j].Start })
+	reach := int64(0)
+	for _, s := range chain {
+		if s.Start > reach+1 {
+			break
+		}
+		reach = max(reach, s.end())
+	}
+	if len(chain) > 0 && chain[0].Start == 1 {
+		log.upTo = reach
+		for r := int64(2); r <= reach; r++ {
 			if len(log.byRev[r]) == 0 {
-				out = append(out, fmt.Sprintf("the watcher from revision 1 (confirmed to %d) never saw revision %d", end, r))
-				upTo = r - 1
+				out = append(out, fmt.Sprintf("the watcher from revision 1 (confirmed to %d) never saw revision %d", reach, r))
+				log.upTo = r - 1
 				break
 			}
 		}
-		log.upTo = max(log.upTo, upTo)
 	}
 
 	// Against the client history.
@@ -351,4 +363,47 @@ func checkReadsAgainstLog(ops []Op, log revisionLog) []string {
 		}
 	}
 	return out
+}
+
+// resolveUnknown settles writes of unknown outcome with the complete
+// revision log (etcd's robustness suite does the same with the WAL): a put
+// or compare-and-set whose unique value is in the log was applied, at that
+// revision; one whose value is not was never applied (the log is complete
+// up to the final read, and nothing in the history can observe a write
+// applied after it). Deletes stay unknown: their events carry no value.
+// It returns how many ops it settled.
+func resolveUnknown(ops []Op, log revisionLog, finalRev int64) int {
+	if log.upTo < finalRev || finalRev < 2 {
+		return 0
+	}
+	type at struct {
+		rev int64
+		key string
+	}
+	written := map[string]at{}
+	for r := int64(2); r <= log.upTo; r++ {
+		for _, e := range log.byRev[r] {
+			if !e.Delete {
+				written[e.Value] = at{r, e.Key}
+			}
+		}
+	}
+	n := 0
+	for i := range ops {
+		o := &ops[i]
+		if o.Outcome != Unknown || (o.Kind != opPut && o.Kind != opCAS) {
+			continue
+		}
+		o.Settled = true
+		if w, ok := written[o.Value]; ok && w.key == o.Key {
+			o.Outcome, o.Rev = OK, w.rev
+			o.Succeeded = o.Kind == opCAS
+			o.Err += fmt.Sprintf(" (settled: applied at revision %d per the revision log)", w.rev)
+		} else {
+			o.Outcome = Failed
+			o.Err += " (settled: not in the complete revision log)"
+		}
+		n++
+	}
+	return n
 }

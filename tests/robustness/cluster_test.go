@@ -198,7 +198,10 @@ func (c *cluster) launch(m *member) error {
 	p.cmd = exec.Command(binaries.server, m.args(c)...)
 	p.cmd.Env = append(os.Environ(), m.env...)
 	p.cmd.Stdout, p.cmd.Stderr = w, w
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group (signals reach every process it starts), and
+	// SIGKILL if the test binary dies without running its cleanups (a
+	// panic, a -timeout): no member outlives the test.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	p.cmd.WaitDelay = 5 * time.Second
 	if err := p.cmd.Start(); err != nil {
 		f.Close()

@@ -56,7 +56,11 @@ type Op struct {
 	Return  int64   `json:"return"`
 	Outcome Outcome `json:"outcome"`
 	Err     string  `json:"err,omitempty"`
-	Member  string  `json:"member,omitempty"` // endpoint, for single-member clients
+	// Settled: the outcome was unknown and the revision log settled it.
+	// Return is then only when the client gave up; the write may have
+	// been applied later, so it counts as completing at infinity.
+	Settled bool   `json:"settled,omitempty"`
+	Member  string `json:"member,omitempty"` // endpoint, for single-member clients
 
 	Rev       int64  `json:"rev,omitempty"`     // header revision (a write's own revision)
 	Found     bool   `json:"found,omitempty"`   // get, cas else-branch
@@ -92,13 +96,14 @@ func (h *history) snapshot() []Op {
 	return ops
 }
 
-func (h *history) save(path string) error {
+// saveOps writes ops as JSON lines.
+func saveOps(ops []Op, path string) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
 	enc := json.NewEncoder(f)
-	for _, o := range h.snapshot() {
+	for _, o := range ops {
 		if err := enc.Encode(o); err != nil {
 			f.Close()
 			return err

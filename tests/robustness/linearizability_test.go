@@ -173,7 +173,7 @@ func porcupineOps(ops []Op) []porcupine.Operation {
 	var out []porcupine.Operation
 	add := func(o *Op, key string, in kvInput, res kvOutput) {
 		ret := o.Return
-		if res.unknown {
+		if res.unknown || o.Settled {
 			ret = math.MaxInt64
 		}
 		out = append(out, porcupine.Operation{ClientId: o.Client, Input: in, Call: o.Call, Output: res, Return: ret, Metadata: key})

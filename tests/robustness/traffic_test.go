@@ -273,6 +273,12 @@ func (tr *traffic) kvClient(ctx context.Context, id int, cli *clientv3.Client, m
 			tr.seeRev(o.Rev)
 		}
 		tr.h.add(o)
+		if err != nil {
+			// Back off as a real client would: a member without a leader
+			// answers at once, and a tight loop of unknown writes makes
+			// the linearizability check explode.
+			_ = pause(ctx, time.Duration(100+rng.IntN(200))*time.Millisecond)
+		}
 	}
 }
 
@@ -460,11 +466,32 @@ func (tr *traffic) watch(wctx context.Context, cli *clientv3.Client, s *watchSes
 }
 
 // watchFull watches every key from revision 1 until the end: the revision
-// log the other checks replay.
+// log the other checks replay. A session that ends early (its member lost
+// the leader, say) is continued by a new one from the next revision.
 func (tr *traffic) watchFull(ctx context.Context, cli *clientv3.Client) {
-	s := &watchSession{Watcher: 0, Start: 1}
-	if tr.watch(context.WithoutCancel(ctx), cli, s) {
-		tr.note("watch traffic skipped: the server answers Unimplemented (" + s.Err + ")")
+	start := int64(1)
+	for {
+		s := &watchSession{Watcher: 0, Start: start}
+		if tr.watch(context.WithoutCancel(ctx), cli, s) {
+			tr.note("watch traffic skipped: the server answers Unimplemented (" + s.Err + ")")
+			return
+		}
+		tr.mu.Lock()
+		end, compacted := s.end(), s.Compacted
+		tr.mu.Unlock()
+		select {
+		case <-tr.finalRev:
+			return
+		default:
+		}
+		if compacted > 0 {
+			tr.note("the watcher from revision 1 fell behind a compaction; the revision log ends there")
+			return
+		}
+		start = max(start, end+1)
+		if pause(context.WithoutCancel(ctx), 100*time.Millisecond) != nil {
+			return
+		}
 	}
 }
 
