@@ -225,10 +225,10 @@ func TestRevokeAndKeys(t *testing.T) {
 	e := newEnv(t, Config{})
 	e.grant(5, 10)
 	e.stage(func(b *pebble.Batch) {
-		StageAttach(b, 5, []byte("b"))
-		StageAttach(b, 5, []byte("a"))
-		StageAttach(b, 5, []byte("c"))
-		StageDetach(b, 5, []byte("c"))
+		e.l.StageAttach(b, 5, []byte("b"))
+		e.l.StageAttach(b, 5, []byte("a"))
+		e.l.StageAttach(b, 5, []byte("c"))
+		e.l.StageDetach(b, 5, []byte("c"))
 	})
 	keys, err := Keys(e.db, 5)
 	require.NoError(t, err)
@@ -237,7 +237,7 @@ func TestRevokeAndKeys(t *testing.T) {
 	e.stage(func(b *pebble.Batch) {
 		require.NoError(t, e.l.StageRevoke(b, 5))
 		for _, k := range keys {
-			StageDetach(b, 5, k)
+			e.l.StageDetach(b, 5, k)
 		}
 	})
 	require.False(t, e.l.Exists(5))
