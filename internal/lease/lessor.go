@@ -338,9 +338,18 @@ func (l *Lessor) StageCheckpoint(b *pebble.Batch, id, remaining int64) {
 	}
 	ls.remaining = max(remaining, 0)
 	must(b.Set(recordKey(id), encodeRecord(ls), nil))
-	if l.mu.primary {
-		l.scheduleCheckpointLocked(ls)
+	if !l.mu.primary {
+		return
 	}
+	now := l.clock.Now()
+	if ls.remaining > 0 && ls.expiry.Sub(now) > time.Duration(ls.remaining+1)*time.Second {
+		// Renewed after this checkpoint was taken: the recorded remaining
+		// TTL is stale and would make a new leader expire the lease early.
+		// Record the current one at once.
+		heap.Push(&l.mu.checkpoints, checkpoint{id: id, at: now})
+		return
+	}
+	l.scheduleCheckpointLocked(ls)
 }
 
 // ---- reads ----
@@ -585,6 +594,11 @@ func (l *Lessor) DueCheckpoints(limit int) []*pb.LeaseCheckpoint {
 			continue
 		}
 		rem := int64(math.Ceil(ls.expiry.Sub(now).Seconds()))
+		if rem >= ls.ttl && ls.remaining > 0 {
+			// Renewed since a checkpoint was recorded: clear it.
+			cps = append(cps, &pb.LeaseCheckpoint{ID: cp.id, Remaining_TTL: 0})
+			continue
+		}
 		if rem >= ls.ttl || rem <= 0 {
 			// Nothing to record (renewed since) or about to expire:
 			// re-plan if still long-lived.

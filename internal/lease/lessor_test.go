@@ -249,3 +249,26 @@ func TestRevokeAndKeys(t *testing.T) {
 	e.reopen()
 	require.Empty(t, e.l.Leases())
 }
+
+// A checkpoint taken before a renewal but applied after it would record a
+// stale, shorter remaining TTL; the primary notices and records the fresh
+// state at once (a clear), so a later leader does not expire the lease
+// early.
+func TestStaleCheckpointAfterRenew(t *testing.T) {
+	e := newEnv(t, Config{CheckpointInterval: 10 * time.Second})
+	e.l.Promote(0)
+	e.grant(1, 100)
+	e.clk.Advance(10 * time.Second)
+	cps := e.l.DueCheckpoints(10)
+	require.Len(t, cps, 1)
+	require.Equal(t, int64(90), cps[0].Remaining_TTL)
+	_, err := e.l.Renew(1) // while the checkpoint is in flight
+	require.NoError(t, err)
+	e.stage(func(b *pebble.Batch) { e.l.StageCheckpoint(b, 1, cps[0].Remaining_TTL) })
+	require.True(t, e.l.NeedsClear(1))
+	cps = e.l.DueCheckpoints(10)
+	require.Len(t, cps, 1)
+	require.Equal(t, int64(0), cps[0].Remaining_TTL)
+	e.stage(func(b *pebble.Batch) { e.l.StageCheckpoint(b, 1, 0) })
+	require.False(t, e.l.NeedsClear(1))
+}
