@@ -435,6 +435,24 @@ func (l *Lessor) Renew(id int64) (int64, error) {
 	return ls.ttl, nil
 }
 
+// TryRenew is Renew for the common case, under one lock: it renews only if
+// this lessor is primary, the lease exists and has no checkpoint to clear.
+// ok is false when the caller must take the full path (see Member).
+func (l *Lessor) TryRenew(id int64) (ttl int64, ok bool, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ls, found := l.mu.leases[id]
+	if !l.mu.primary || !found || ls.remaining > 0 {
+		return -1, false, nil
+	}
+	if !l.clock.Now().Before(ls.expiry) {
+		return -1, true, ErrNotFound
+	}
+	l.refreshLocked(ls, 0)
+	l.met.renewed.Inc()
+	return ls.ttl, true, nil
+}
+
 // refreshLocked restarts ls's countdown: expiry = now + extend + the
 // checkpointed remaining TTL, or the full TTL when there is none.
 func (l *Lessor) refreshLocked(ls *lease, extend time.Duration) {
