@@ -21,9 +21,11 @@ import (
 // server through an in-memory listener: the Election and Lock services
 // run etcd's client-side recipes on it (as etcd does with v3client).
 type selfClient struct {
-	l      *bufconn.Listener
-	cli    *clientv3.Client
-	closed atomic.Bool
+	l        *bufconn.Listener
+	cli      *clientv3.Client
+	election *api.Election
+	lock     *api.Lock
+	closed   atomic.Bool
 }
 
 // registerRecipes starts gs on an in-memory listener, connects a client
@@ -41,9 +43,10 @@ func registerRecipes(lg *zap.Logger, gs *grpc.Server) (*selfClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: in-process client: %w", err)
 	}
-	v3electionpb.RegisterElectionServer(gs, api.NewElection(cli))
-	v3lockpb.RegisterLockServer(gs, api.NewLock(cli))
-	return &selfClient{l: l, cli: cli}, nil
+	sc := &selfClient{l: l, cli: cli, election: api.NewElection(cli), lock: api.NewLock(cli)}
+	v3electionpb.RegisterElectionServer(gs, sc.election)
+	v3lockpb.RegisterLockServer(gs, sc.lock)
+	return sc, nil
 }
 
 // serve serves gs on the in-memory listener until it is closed.
