@@ -429,6 +429,7 @@ func (m *Member) runLeases(ctx context.Context) {
 	t := ls.clock.NewTicker(m.cfg.HeartbeatInterval)
 	defer t.Stop()
 	var wg sync.WaitGroup
+	defer ls.client.CloseIdleConnections()
 	defer wg.Wait()
 	defer l.Demote()
 	sem := make(chan struct{}, maxPendingRevokes)
