@@ -698,21 +698,6 @@ cluster_summary() {
   echo "Server CPU is user+sys of the three member processes together, per request."
   echo "\"other CPU s\" is CPU used by other processes on the machine during the test: large values mean the number is disturbed."
   echo
-  if want lease-storm; then
-    echo "## Lease expiry storm ($LEASE_STORM_LEASES leases with one key each, TTL $LEASE_STORM_TTL s, granted in a burst; 100 writers, 256 B puts)"
-    echo
-    echo "| metric | etcd | cairn | ratio (cairn/etcd) |"
-    echo "|---|---:|---:|---:|"
-    for m in "grant_s|grant+put burst, s" "steady_qps|puts/s before expiry" "storm_qps|puts/s during the storm" \
-             "storm_over_steady|storm / steady (target >= 0.8)" "steady_p99_ms|p99 ms before" "storm_p99_ms|p99 ms during" \
-             "revoke_rate|leases revoked per s" "drain_s|time to revoke all, s" "left_after_drain|keys left"; do
-      IFS='|' read -r k label <<< "$m"
-      e=$(storm_val etcd "$k"); c=$(storm_val cairn "$k")
-      r="-"; case "$k" in steady_qps|storm_qps|storm_over_steady) r=$(ratio "$e" "$c") ;; esac
-      printf "| %s | %s | %s | %s |\n" "$label" "$(cell "$e")" "$(cell "$c")" "$r"
-    done
-    echo
-  fi
   for s in $SERVERS; do
     if [ -f "$OUT/$s/FAILED" ]; then echo "**$s: $(paste -sd';' "$OUT/$s/FAILED")** (logs in $OUT/$s/)"; echo; fi
   done
@@ -764,6 +749,21 @@ if [ "$MODE" = cluster ]; then cluster_summary > "$SUMMARY"; else
     done
     echo
   fi
+  if want lease-storm; then
+    echo "## Lease expiry storm ($LEASE_STORM_LEASES leases with one key each, TTL $LEASE_STORM_TTL s, granted in a burst; 100 writers, 256 B puts)"
+    echo
+    echo "| metric | etcd | cairn | ratio (cairn/etcd) |"
+    echo "|---|---:|---:|---:|"
+    for m in "grant_s|grant+put burst, s" "steady_qps|puts/s before expiry" "storm_qps|puts/s during the storm" \
+             "storm_over_steady|storm / steady (target >= 0.8)" "steady_p99_ms|p99 ms before" "storm_p99_ms|p99 ms during" \
+             "revoke_rate|leases revoked per s" "drain_s|time to revoke all, s" "left_after_drain|keys left"; do
+      IFS='|' read -r k label <<< "$m"
+      e=$(storm_val etcd "$k"); c=$(storm_val cairn "$k")
+      r="-"; case "$k" in steady_qps|storm_qps|storm_over_steady) r=$(ratio "$e" "$c") ;; esac
+      printf "| %s | %s | %s | %s |\n" "$label" "$(cell "$e")" "$(cell "$c")" "$r"
+    done
+    echo
+  fi
   for s in $SERVERS; do
     if [ -f "$OUT/$s/FAILED" ]; then echo "**$s: $(paste -sd';' "$OUT/$s/FAILED")** (logs in $OUT/$s/)"; echo; fi
   done
@@ -786,5 +786,9 @@ for s in $SERVERS; do
     e=$(load_val "$s" errors); q=$(load_val "$s" qps)
     if [ "${e:-x}" != 0 ] || [ -z "$q" ] || [ "$q" = - ]; then bad+=" $s/load-1m(errors=${e:-?},qps=${q:-?})"; fi
   elif want load-1m; then bad+=" $s/load-1m(no output)"; fi
+  if want lease-storm; then
+    l=$(storm_val "$s" left_after_drain)
+    if [ "${l:-x}" != 0 ]; then bad+=" $s/lease-storm(left=${l:-no output})"; fi
+  fi
 done
 if [ -n "$bad" ]; then echo "run.sh: some benchmarks failed or had errors:$bad" >&2; exit 3; fi

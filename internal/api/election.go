@@ -112,7 +112,11 @@ func (e *Election) Leader(ctx context.Context, r *v3electionpb.LeaderRequest) (*
 // Observe streams the leader's key and value at each change of leader or
 // value.
 func (e *Election) Observe(r *v3electionpb.LeaderRequest, stream v3electionpb.Election_ObserveServer) error {
-	ctx := stream.Context()
+	return e.ObserveTo(stream.Context(), r, stream.Send)
+}
+
+// ObserveTo is Observe with a send function (the JSON gateway uses it).
+func (e *Election) ObserveTo(ctx context.Context, r *v3electionpb.LeaderRequest, send func(*v3electionpb.LeaderResponse) error) error {
 	s, err := session(ctx, e.c, -1)
 	if err != nil {
 		return err
@@ -126,7 +130,7 @@ func (e *Election) Observe(r *v3electionpb.LeaderRequest, stream v3electionpb.El
 			if !ok {
 				return ctx.Err()
 			}
-			if err := stream.Send(&v3electionpb.LeaderResponse{Header: electionHeader(resp.Header), Kv: electionKV(resp.Kvs[0])}); err != nil {
+			if err := send(&v3electionpb.LeaderResponse{Header: electionHeader(resp.Header), Kv: electionKV(resp.Kvs[0])}); err != nil {
 				return err
 			}
 		}

@@ -254,6 +254,7 @@ func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 		return err
 	}
 	defer a.cfg.Store.EndApply()
+	defer a.endLeaseBatch()
 	var (
 		deliveries []delivery
 		after      []func()
@@ -358,7 +359,7 @@ func (a *Applier) decode(batch []raftnode.Apply) (map[uint64]*pb.InternalRaftReq
 // plain puts (alone or in a txn without compares) do not.
 func readsBatch(req *pb.InternalRaftRequest) bool {
 	switch {
-	case req.DeleteRange != nil, req.LeaseRevoke != nil:
+	case req.DeleteRange != nil:
 		return true
 	case req.Put != nil:
 		return req.Put.IgnoreValue || req.Put.IgnoreLease

@@ -1,6 +1,8 @@
 package apply
 
 import (
+	"fmt"
+
 	"github.com/cockroachdb/pebble/v2"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -18,6 +20,10 @@ type Lessor interface {
 	StageGrant(b *pebble.Batch, id, ttl int64) (int64, error)
 	StageRevoke(b *pebble.Batch, id int64) error
 	StageCheckpoint(b *pebble.Batch, id, remaining int64)
+	StageAttach(b *pebble.Batch, id int64, key []byte)
+	StageDetach(b *pebble.Batch, id int64, key []byte)
+	AttachedKeys(db pebble.Reader, id int64) ([][]byte, error)
+	EndBatch()
 }
 
 var _ Lessor = (*lease.Lessor)(nil)
@@ -68,18 +74,27 @@ func (a *Applier) applyLeaseRevoke(b *pebble.Batch, id int64) Result {
 	if !l.Exists(id) {
 		return Result{Err: lease.ErrNotFound}
 	}
-	// b is indexed (readsBatch): keys attached earlier in this batch count.
-	keys, err := lease.Keys(b, id)
+	// The candidates come from the DB and the keys attached earlier in this
+	// batch; each is checked against its live version (it may have been
+	// detached in this batch). No read goes through the batch, so a
+	// revocation does not make the whole apply batch indexed: under an
+	// expiry storm nearly every batch holds one.
+	keys, err := l.AttachedKeys(a.cfg.DB, id)
 	if err != nil {
 		return Result{Err: err}
 	}
 	t := a.cfg.Store.Write(b)
-	w := a.leaseWriter(b, t)
 	for _, k := range keys {
-		if _, err := w.DeleteRange(k, nil); err != nil {
-			panic(err)
+		kv, err := t.Latest(k)
+		if err != nil {
+			panic(fmt.Sprintf("apply: revoke lease %x: read %q: %v", id, k, err))
 		}
-		lease.StageDetach(b, id, k) // in case the key was already gone
+		if kv != nil && kv.Lease == id {
+			if _, err := t.DeleteKey(k); err != nil {
+				panic(fmt.Sprintf("apply: revoke lease %x: delete %q: %v", id, k, err))
+			}
+		}
+		l.StageDetach(b, id, k)
 	}
 	if err := l.StageRevoke(b, id); err != nil {
 		panic(err) // checked above, on this goroutine
@@ -94,17 +109,20 @@ func (a *Applier) applyLeaseRevoke(b *pebble.Batch, id int64) Result {
 type leaseWriter struct {
 	*mvcc.WriteTxn
 	b *pebble.Batch
+	l Lessor
 }
 
 // leaseWriter wraps t when leases are enabled.
 func (a *Applier) leaseWriter(b *pebble.Batch, t *mvcc.WriteTxn) Writer {
-	if a.lessor() == nil {
+	l := a.lessor()
+	if l == nil {
 		return t
 	}
-	return leaseWriter{WriteTxn: t, b: b}
+	return leaseWriter{WriteTxn: t, b: b, l: l}
 }
 
 func (w leaseWriter) Put(key, value []byte, id int64) (*mvccpb.KeyValue, error) {
+	l := w.l
 	prev, err := w.WriteTxn.Put(key, value, id)
 	if err != nil {
 		return nil, err
@@ -115,10 +133,10 @@ func (w leaseWriter) Put(key, value []byte, id int64) (*mvccpb.KeyValue, error) 
 	}
 	if old != id {
 		if old != 0 {
-			lease.StageDetach(w.b, old, key)
+			l.StageDetach(w.b, old, key)
 		}
 		if id != 0 {
-			lease.StageAttach(w.b, id, key)
+			l.StageAttach(w.b, id, key)
 		}
 	}
 	return prev, nil
@@ -131,10 +149,17 @@ func (w leaseWriter) DeleteRange(key, end []byte) ([]*mvccpb.KeyValue, error) {
 	}
 	for _, kv := range prevs {
 		if kv.Lease != 0 {
-			lease.StageDetach(w.b, kv.Lease, kv.Key)
+			w.l.StageDetach(w.b, kv.Lease, kv.Key)
 		}
 	}
 	return prevs, nil
+}
+
+// endLeaseBatch tells the lessor that the apply batch is over.
+func (a *Applier) endLeaseBatch() {
+	if l := a.lessor(); l != nil {
+		l.EndBatch()
+	}
 }
 
 // AppliedTerm returns the term of the last applied entry. A leader whose

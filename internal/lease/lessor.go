@@ -1,6 +1,7 @@
 package lease
 
 import (
+	"bytes"
 	"container/heap"
 	"encoding/binary"
 	"errors"
@@ -69,6 +70,11 @@ type Lessor struct {
 	clock clock.Clock
 	cfg   Config
 	met   *metrics
+
+	// batchAttached holds the keys attached during the current apply batch
+	// (applier goroutine only; cleared by EndBatch), so that a revocation
+	// finds them without reading the batch (see AttachedKeys).
+	batchAttached map[int64]map[string]struct{}
 
 	mu struct {
 		sync.Mutex
@@ -271,13 +277,54 @@ func (l *Lessor) StageRevoke(b *pebble.Batch, id int64) error {
 }
 
 // StageAttach records in b that key belongs to lease id.
-func StageAttach(b *pebble.Batch, id int64, key []byte) {
+func (l *Lessor) StageAttach(b *pebble.Batch, id int64, key []byte) {
 	must(b.Set(attachKey(id, key), nil, nil))
+	if l.batchAttached == nil {
+		l.batchAttached = make(map[int64]map[string]struct{})
+	}
+	ks := l.batchAttached[id]
+	if ks == nil {
+		ks = make(map[string]struct{})
+		l.batchAttached[id] = ks
+	}
+	ks[string(key)] = struct{}{}
 }
 
 // StageDetach records in b that key no longer belongs to lease id.
-func StageDetach(b *pebble.Batch, id int64, key []byte) {
+func (l *Lessor) StageDetach(b *pebble.Batch, id int64, key []byte) {
 	must(b.Delete(attachKey(id, key), nil))
+	delete(l.batchAttached[id], string(key))
+}
+
+// EndBatch forgets the keys attached in the apply batch that was just
+// committed (they are in the DB now).
+func (l *Lessor) EndBatch() {
+	clear(l.batchAttached)
+}
+
+// AttachedKeys returns, in key order, the keys that may be attached to
+// lease id: those in db (as of the start of the apply batch) and those
+// attached during it. A caller that must be exact checks each key's live
+// version: one detached during the batch carries another lease, or none.
+// Unlike Keys on the batch, this works on an unindexed batch.
+func (l *Lessor) AttachedKeys(db pebble.Reader, id int64) ([][]byte, error) {
+	keys, err := Keys(db, id)
+	if err != nil {
+		return nil, err
+	}
+	if extra := l.batchAttached[id]; len(extra) > 0 {
+		seen := make(map[string]bool, len(keys))
+		for _, k := range keys {
+			seen[string(k)] = true
+		}
+		for k := range extra {
+			if !seen[k] {
+				keys = append(keys, []byte(k))
+			}
+		}
+		slices.SortFunc(keys, func(a, b []byte) int { return bytes.Compare(a, b) })
+	}
+	return keys, nil
 }
 
 // StageCheckpoint records lease id's remaining TTL (0: the full TTL, as a
@@ -291,9 +338,18 @@ func (l *Lessor) StageCheckpoint(b *pebble.Batch, id, remaining int64) {
 	}
 	ls.remaining = max(remaining, 0)
 	must(b.Set(recordKey(id), encodeRecord(ls), nil))
-	if l.mu.primary {
-		l.scheduleCheckpointLocked(ls)
+	if !l.mu.primary {
+		return
 	}
+	now := l.clock.Now()
+	if ls.remaining > 0 && ls.expiry.Sub(now) > time.Duration(ls.remaining+1)*time.Second {
+		// Renewed after this checkpoint was taken: the recorded remaining
+		// TTL is stale and would make a new leader expire the lease early.
+		// Record the current one at once.
+		heap.Push(&l.mu.checkpoints, checkpoint{id: id, at: now})
+		return
+	}
+	l.scheduleCheckpointLocked(ls)
 }
 
 // ---- reads ----
@@ -377,6 +433,24 @@ func (l *Lessor) Renew(id int64) (int64, error) {
 	l.refreshLocked(ls, 0)
 	l.met.renewed.Inc()
 	return ls.ttl, nil
+}
+
+// TryRenew is Renew for the common case, under one lock: it renews only if
+// this lessor is primary, the lease exists and has no checkpoint to clear.
+// ok is false when the caller must take the full path (see Member).
+func (l *Lessor) TryRenew(id int64) (ttl int64, ok bool, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ls, found := l.mu.leases[id]
+	if !l.mu.primary || !found || ls.remaining > 0 {
+		return -1, false, nil
+	}
+	if !l.clock.Now().Before(ls.expiry) {
+		return -1, true, ErrNotFound
+	}
+	l.refreshLocked(ls, 0)
+	l.met.renewed.Inc()
+	return ls.ttl, true, nil
 }
 
 // refreshLocked restarts ls's countdown: expiry = now + extend + the
@@ -538,6 +612,11 @@ func (l *Lessor) DueCheckpoints(limit int) []*pb.LeaseCheckpoint {
 			continue
 		}
 		rem := int64(math.Ceil(ls.expiry.Sub(now).Seconds()))
+		if rem >= ls.ttl && ls.remaining > 0 {
+			// Renewed since a checkpoint was recorded: clear it.
+			cps = append(cps, &pb.LeaseCheckpoint{ID: cp.id, Remaining_TTL: 0})
+			continue
+		}
 		if rem >= ls.ttl || rem <= 0 {
 			// Nothing to record (renewed since) or about to expire:
 			// re-plan if still long-lived.

@@ -225,10 +225,10 @@ func TestRevokeAndKeys(t *testing.T) {
 	e := newEnv(t, Config{})
 	e.grant(5, 10)
 	e.stage(func(b *pebble.Batch) {
-		StageAttach(b, 5, []byte("b"))
-		StageAttach(b, 5, []byte("a"))
-		StageAttach(b, 5, []byte("c"))
-		StageDetach(b, 5, []byte("c"))
+		e.l.StageAttach(b, 5, []byte("b"))
+		e.l.StageAttach(b, 5, []byte("a"))
+		e.l.StageAttach(b, 5, []byte("c"))
+		e.l.StageDetach(b, 5, []byte("c"))
 	})
 	keys, err := Keys(e.db, 5)
 	require.NoError(t, err)
@@ -237,7 +237,7 @@ func TestRevokeAndKeys(t *testing.T) {
 	e.stage(func(b *pebble.Batch) {
 		require.NoError(t, e.l.StageRevoke(b, 5))
 		for _, k := range keys {
-			StageDetach(b, 5, k)
+			e.l.StageDetach(b, 5, k)
 		}
 	})
 	require.False(t, e.l.Exists(5))
@@ -248,4 +248,27 @@ func TestRevokeAndKeys(t *testing.T) {
 	require.Empty(t, keys)
 	e.reopen()
 	require.Empty(t, e.l.Leases())
+}
+
+// A checkpoint taken before a renewal but applied after it would record a
+// stale, shorter remaining TTL; the primary notices and records the fresh
+// state at once (a clear), so a later leader does not expire the lease
+// early.
+func TestStaleCheckpointAfterRenew(t *testing.T) {
+	e := newEnv(t, Config{CheckpointInterval: 10 * time.Second})
+	e.l.Promote(0)
+	e.grant(1, 100)
+	e.clk.Advance(10 * time.Second)
+	cps := e.l.DueCheckpoints(10)
+	require.Len(t, cps, 1)
+	require.Equal(t, int64(90), cps[0].Remaining_TTL)
+	_, err := e.l.Renew(1) // while the checkpoint is in flight
+	require.NoError(t, err)
+	e.stage(func(b *pebble.Batch) { e.l.StageCheckpoint(b, 1, cps[0].Remaining_TTL) })
+	require.True(t, e.l.NeedsClear(1))
+	cps = e.l.DueCheckpoints(10)
+	require.Len(t, cps, 1)
+	require.Equal(t, int64(0), cps[0].Remaining_TTL)
+	e.stage(func(b *pebble.Batch) { e.l.StageCheckpoint(b, 1, 0) })
+	require.False(t, e.l.NeedsClear(1))
 }

@@ -152,11 +152,11 @@ func (m *Member) confirmLeader(ctx context.Context) error {
 	if m.node.SoleVoterLeader() {
 		return nil
 	}
-	term := m.node.Term()
-	now := m.leases.clock.Now()
-	if c := m.leases.confirmed.Load(); c != nil && c.term == term && now.Sub(c.at) < m.cfg.ElectionTimeout/2 {
+	if m.leaderConfirmedRecently() {
 		return nil
 	}
+	term := m.node.Term()
+	now := m.leases.clock.Now()
 	if _, err := m.node.ReadIndex(ctx); err != nil {
 		if ctx.Err() != nil {
 			return m.ctxErr(ctx, err)
@@ -168,6 +168,16 @@ func (m *Member) confirmLeader(ctx context.Context) error {
 	}
 	m.leases.confirmed.Store(&leaderConfirmation{term: term, at: now})
 	return nil
+}
+
+// leaderConfirmedRecently reports whether confirmLeader would return at
+// once.
+func (m *Member) leaderConfirmedRecently() bool {
+	if m.node.SoleVoterLeader() {
+		return true
+	}
+	c := m.leases.confirmed.Load()
+	return c != nil && c.term == m.node.Term() && m.leases.clock.Now().Sub(c.at) < m.cfg.ElectionTimeout/2
 }
 
 // waitCommittedApplied waits until everything committed is applied, so a
@@ -213,6 +223,14 @@ func (m *Member) renewLocal(ctx context.Context, id int64) (int64, error) {
 // a follower forwards to the leader's peer port. It returns
 // lease.ErrNotFound for a lease that does not exist or has expired.
 func (m *Member) LeaseRenew(ctx context.Context, id int64) (int64, error) {
+	// Fast path, without a timer or a round trip: this member leads, its
+	// leadership is confirmed (sole voter, or a recent ReadIndex round),
+	// and the lease needs no checkpoint cleared.
+	if m.node.Leader() == m.id && m.leaderConfirmedRecently() {
+		if ttl, ok, err := m.leases.lessor.TryRenew(id); ok {
+			return ttl, err
+		}
+	}
 	return retryOnLeader(m, ctx, func(ctx context.Context) (int64, error) { return m.renewLocal(ctx, id) },
 		func(ctx context.Context, url string) (int64, error) { return m.forwardRenew(ctx, url, id) })
 }
@@ -411,6 +429,7 @@ func (m *Member) runLeases(ctx context.Context) {
 	t := ls.clock.NewTicker(m.cfg.HeartbeatInterval)
 	defer t.Stop()
 	var wg sync.WaitGroup
+	defer ls.client.CloseIdleConnections()
 	defer wg.Wait()
 	defer l.Demote()
 	sem := make(chan struct{}, maxPendingRevokes)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -20,8 +21,11 @@ import (
 // server through an in-memory listener: the Election and Lock services
 // run etcd's client-side recipes on it (as etcd does with v3client).
 type selfClient struct {
-	l   *bufconn.Listener
-	cli *clientv3.Client
+	l        *bufconn.Listener
+	cli      *clientv3.Client
+	election *api.Election
+	lock     *api.Lock
+	closed   atomic.Bool
 }
 
 // registerRecipes starts gs on an in-memory listener, connects a client
@@ -39,14 +43,16 @@ func registerRecipes(lg *zap.Logger, gs *grpc.Server) (*selfClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: in-process client: %w", err)
 	}
-	v3electionpb.RegisterElectionServer(gs, api.NewElection(cli))
-	v3lockpb.RegisterLockServer(gs, api.NewLock(cli))
-	return &selfClient{l: l, cli: cli}, nil
+	sc := &selfClient{l: l, cli: cli, election: api.NewElection(cli), lock: api.NewLock(cli)}
+	v3electionpb.RegisterElectionServer(gs, sc.election)
+	v3lockpb.RegisterLockServer(gs, sc.lock)
+	return sc, nil
 }
 
 // serve serves gs on the in-memory listener until it is closed.
 func (s *selfClient) serve(gs *grpc.Server) error {
-	if err := gs.Serve(s.l); err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
+	// bufconn's Accept fails with a plain "closed" error once closed.
+	if err := gs.Serve(s.l); err != nil && !s.closed.Load() && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("in-process grpc serve: %w", err)
 	}
 	return nil
@@ -56,6 +62,9 @@ func (s *selfClient) serve(gs *grpc.Server) error {
 // graceful stop does not wait for a blocked Campaign or Lock) and the
 // listener.
 func (s *selfClient) close() {
+	if s.closed.Swap(true) {
+		return
+	}
 	_ = s.cli.Close()
 	_ = s.l.Close()
 }

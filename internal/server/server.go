@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"time"
 
+	gwruntime "github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -128,6 +129,11 @@ func (s *Server) Run(ctx context.Context) error {
 	gw, err := gateway(ctx, kv, mt, cl, self.cli.ActiveConnection())
 	if err != nil {
 		return err
+	}
+	if mux, ok := gw.(*gwruntime.ServeMux); ok {
+		if err := registerRecipesGateway(mux, self); err != nil {
+			return fmt.Errorf("grpc-gateway: %w", err)
+		}
 	}
 	hsrv := &http.Server{Handler: httpHandler(s.m, s.reg, gw, s.cfg.EnablePprof), ReadHeaderTimeout: 10 * time.Second}
 

@@ -188,3 +188,33 @@ func TestLeaseSurvivesLeaderKill(t *testing.T) {
 		t.Fatal("restarted member has the wrong leases")
 	}
 }
+
+// TestLeasesTravelInSnapshots: a follower that catches up by installing a
+// snapshot gets the lease records and the key index with it, so after it
+// becomes leader it expires the leases it never saw granted, and revokes
+// their keys.
+func TestLeasesTravelInSnapshots(t *testing.T) {
+	c := newCluster(t, 3, withConfig(smallSnapshots))
+	ld := c.waitLeader()
+	f := c.others(ld)[0]
+	c.net.partition(ids(f), ids(c.all()...))
+	id := c.grant(ld, 3)
+	c.putWithLease(ld, "leased", "v", id)
+	c.putMany(ld, "filler/", 60, 8)
+	c.net.heal()
+	c.waitConverged(3000)
+	if c.net.stats.snapOK.Load() == 0 {
+		t.Fatal("the follower caught up without a snapshot")
+	}
+	if !f.member().Lessor().Exists(id) {
+		t.Fatal("the follower's snapshot has no lease")
+	}
+	// Only the follower and one other member remain: it may lead now.
+	ld.mustStop()
+	c.waitLeader()
+	c.waitFor("lease expiry on the survivors", 2000, func() bool {
+		_, ok := get(f, "leased")
+		return !ok && !f.member().Lessor().Exists(id)
+	})
+	c.waitConverged(1000)
+}
