@@ -155,10 +155,10 @@ func (m *Member) installSnapshot(rs *raftlog.Storage, snap *raftpb.Snapshot) err
 		return err
 	}
 	failpoint.Hit(failpoint.SnapshotAfterMarker)
-	if err := m.finishInstall(rs, meta); err != nil {
-		return err
-	}
-	if err := m.store.Reload(); err != nil {
+	// Readers wait while the state is replaced: the data changes under the
+	// store's published revision otherwise, and a serializable read could
+	// return the new state's keys (or none of them) at the old revision.
+	if err := m.store.Replace(func() error { return m.finishInstall(rs, meta) }); err != nil {
 		return err
 	}
 	if err := m.leases.lessor.Reload(); err != nil {

@@ -10,7 +10,7 @@ import (
 	"github.com/cairnkv/cairn/internal/storage"
 )
 
-func benchStore(b *testing.B) (*pebble.DB, *Store) {
+func benchStore(b testing.TB) (*pebble.DB, *Store) {
 	b.Helper()
 	db, err := storage.Open(zap.NewNop(), b.TempDir())
 	if err != nil {
@@ -26,7 +26,7 @@ func benchStore(b *testing.B) (*pebble.DB, *Store) {
 
 // applyPuts applies n puts in one batch as the applier does, gathering
 // watch events when collect is set.
-func applyPuts(b *testing.B, db *pebble.DB, s *Store, keys [][]byte, val []byte, collect bool) {
+func applyPuts(b testing.TB, db *pebble.DB, s *Store, keys [][]byte, val []byte, collect bool) {
 	batch := db.NewBatch()
 	defer batch.Close()
 	if err := s.BeginApply(collect); err != nil {

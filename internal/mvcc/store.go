@@ -289,9 +289,18 @@ func (v *ReadView) Range(key, end []byte, o RangeOptions) (*RangeResult, error) 
 // Close releases the view.
 func (v *ReadView) Close() { _ = v.snap.Close() }
 
-// Reload re-reads the revision state after the applier replaced the whole
-// state with a snapshot. Only the applier goroutine may call it.
-func (s *Store) Reload() error {
+// Replace runs install, which replaces the whole state in the DB (a
+// snapshot installation), and then re-reads the revision state. Readers
+// are held off for the duration: a read that started before sees the old
+// state at the old revision, one that starts after sees the new state at
+// the new revision, and none sees the new data under the old revision (or
+// a half-replaced state). Only the applier goroutine may call it.
+func (s *Store) Replace(install func() error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := install(); err != nil {
+		return err
+	}
 	rev, err := readInt64(s.db, schema.RevisionKey)
 	if err != nil {
 		return err
@@ -308,9 +317,7 @@ func (s *Store) Reload() error {
 		return err
 	}
 	s.writeRev, s.writeCompact = rev, compact
-	s.mu.Lock()
 	s.mu.rev, s.mu.compactRev = rev, compact
-	s.mu.Unlock()
 	s.compactor.reset(finished, compact)
 	return nil
 }

@@ -77,7 +77,7 @@ type Hub struct {
 
 	mu struct {
 		sync.Mutex
-		rev      int64 // highest revision handed to Notify
+		rev int64 // highest revision handed to Notify
 		// Synced watchers, indexed so that an event finds its watchers
 		// without scanning them all: single-key watchers by key, prefix
 		// watchers by prefix (with the set of prefix lengths in use),
@@ -86,8 +86,8 @@ type Hub struct {
 		prefixed   map[string]map[*watcher]struct{}
 		prefixLens map[int]int // prefix length -> distinct prefixes of that length
 		ranged     map[*watcher]struct{}
-		unsynced map[*watcher]struct{}
-		streams  map[*Stream]struct{}
+		unsynced   map[*watcher]struct{}
+		streams    map[*Stream]struct{}
 	}
 	watchers atomic.Int64
 	kick     chan struct{}
