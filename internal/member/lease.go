@@ -231,13 +231,13 @@ func (m *Member) LeaseRenew(ctx context.Context, id int64) (int64, error) {
 			return ttl, err
 		}
 	}
-	return retryOnLeader(m, ctx, func(ctx context.Context) (int64, error) { return m.renewLocal(ctx, id) },
+	return retryOnLeader(ctx, m, func(ctx context.Context) (int64, error) { return m.renewLocal(ctx, id) },
 		func(ctx context.Context, url string) (int64, error) { return m.forwardRenew(ctx, url, id) })
 }
 
 // LeaseTimeToLive reports lease id's TTLs (and keys), from the leader.
 func (m *Member) LeaseTimeToLive(ctx context.Context, id int64, keys bool) (*pb.LeaseTimeToLiveResponse, error) {
-	return retryOnLeader(m, ctx, func(ctx context.Context) (*pb.LeaseTimeToLiveResponse, error) { return m.ttlLocal(ctx, id, keys) },
+	return retryOnLeader(ctx, m, func(ctx context.Context) (*pb.LeaseTimeToLiveResponse, error) { return m.ttlLocal(ctx, id, keys) },
 		func(ctx context.Context, url string) (*pb.LeaseTimeToLiveResponse, error) {
 			return m.forwardTTL(ctx, url, id, keys)
 		})
@@ -274,7 +274,7 @@ func (m *Member) ttlLocal(ctx context.Context, id int64, withKeys bool) (*pb.Lea
 
 // retryOnLeader runs local on the primary, else forward on the leader's
 // peer URL, until one answers or the request times out.
-func retryOnLeader[T any](m *Member, ctx context.Context, local func(context.Context) (T, error), forward func(context.Context, string) (T, error)) (T, error) {
+func retryOnLeader[T any](ctx context.Context, m *Member, local func(context.Context) (T, error), forward func(context.Context, string) (T, error)) (T, error) {
 	tctx, cancel := context.WithTimeout(ctx, m.requestTimeout())
 	defer cancel()
 	for {
