@@ -149,12 +149,15 @@ func (m *Member) confirmLeader(ctx context.Context) error {
 	if m.node.Leader() != m.id {
 		return lease.ErrNotPrimary
 	}
-	if m.node.SoleVoterLeader() {
-		return nil
-	}
 	if m.leaderConfirmedRecently() {
 		return nil
 	}
+	return m.confirmLeaderRound(ctx)
+}
+
+// confirmLeaderRound confirms leadership with a ReadIndex round and
+// records the confirmation.
+func (m *Member) confirmLeaderRound(ctx context.Context) error {
 	term := m.node.Term()
 	now := m.leases.clock.Now()
 	if _, err := m.node.ReadIndex(ctx); err != nil {
@@ -231,13 +234,13 @@ func (m *Member) LeaseRenew(ctx context.Context, id int64) (int64, error) {
 			return ttl, err
 		}
 	}
-	return retryOnLeader(m, ctx, func(ctx context.Context) (int64, error) { return m.renewLocal(ctx, id) },
+	return retryOnLeader(ctx, m, func(ctx context.Context) (int64, error) { return m.renewLocal(ctx, id) },
 		func(ctx context.Context, url string) (int64, error) { return m.forwardRenew(ctx, url, id) })
 }
 
 // LeaseTimeToLive reports lease id's TTLs (and keys), from the leader.
 func (m *Member) LeaseTimeToLive(ctx context.Context, id int64, keys bool) (*pb.LeaseTimeToLiveResponse, error) {
-	return retryOnLeader(m, ctx, func(ctx context.Context) (*pb.LeaseTimeToLiveResponse, error) { return m.ttlLocal(ctx, id, keys) },
+	return retryOnLeader(ctx, m, func(ctx context.Context) (*pb.LeaseTimeToLiveResponse, error) { return m.ttlLocal(ctx, id, keys) },
 		func(ctx context.Context, url string) (*pb.LeaseTimeToLiveResponse, error) {
 			return m.forwardTTL(ctx, url, id, keys)
 		})
@@ -274,7 +277,7 @@ func (m *Member) ttlLocal(ctx context.Context, id int64, withKeys bool) (*pb.Lea
 
 // retryOnLeader runs local on the primary, else forward on the leader's
 // peer URL, until one answers or the request times out.
-func retryOnLeader[T any](m *Member, ctx context.Context, local func(context.Context) (T, error), forward func(context.Context, string) (T, error)) (T, error) {
+func retryOnLeader[T any](ctx context.Context, m *Member, local func(context.Context) (T, error), forward func(context.Context, string) (T, error)) (T, error) {
 	tctx, cancel := context.WithTimeout(ctx, m.requestTimeout())
 	defer cancel()
 	for {
@@ -434,6 +437,7 @@ func (m *Member) runLeases(ctx context.Context) {
 	defer l.Demote()
 	sem := make(chan struct{}, maxPendingRevokes)
 	var promoted uint64 // the term this member is primary in, 0 if not
+	var refreshing atomic.Bool
 	budget, last := 0.0, ls.clock.Now()
 	for {
 		select {
@@ -460,6 +464,7 @@ func (m *Member) runLeases(ctx context.Context) {
 		if promoted == 0 {
 			continue
 		}
+		m.refreshLeaderConfirmation(ctx, &wg, &refreshing)
 		if n := min(int(budget), maxPendingRevokes-len(sem)); n > 0 {
 			ids := l.Expired(n)
 			budget -= float64(len(ids))
@@ -491,6 +496,29 @@ func (m *Member) runLeases(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// refreshLeaderConfirmation renews the leader's confirmation (see
+// confirmLeader) in the background once it is a quarter election timeout
+// old, so that keepalives find it fresh instead of all waiting for a
+// ReadIndex round when it lapses.
+func (m *Member) refreshLeaderConfirmation(ctx context.Context, wg *sync.WaitGroup, running *atomic.Bool) {
+	if m.node.SoleVoterLeader() || m.node.Leader() != m.id {
+		return
+	}
+	c := m.leases.confirmed.Load()
+	if c != nil && c.term == m.node.Term() && m.leases.clock.Now().Sub(c.at) < m.cfg.ElectionTimeout/4 {
+		return
+	}
+	if !running.CompareAndSwap(false, true) {
+		return
+	}
+	wg.Go(func() {
+		defer running.Store(false)
+		rctx, cancel := context.WithTimeout(ctx, m.cfg.ElectionTimeout)
+		defer cancel()
+		_ = m.confirmLeaderRound(rctx)
+	})
 }
 
 // registerLeaseMetrics registers the lessor's metrics.

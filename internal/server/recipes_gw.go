@@ -81,7 +81,11 @@ func registerRecipesGateway(mux *runtime.ServeMux, sc *selfClient) error {
 		}
 		ch := make(chan *v3electionpb.LeaderResponse)
 		errc := make(chan error, 1)
-		go func() { // ends when ctx does (this handler returns)
+		done := make(chan struct{})
+		// The observer ends when ctx does; the handler waits for it.
+		defer func() { cancel(); <-done }()
+		go func() {
+			defer close(done)
 			errc <- sc.election.ObserveTo(ctx, req, func(resp *v3electionpb.LeaderResponse) error {
 				select {
 				case ch <- resp:
