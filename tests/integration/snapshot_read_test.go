@@ -27,9 +27,11 @@ const snapshotReadChildEnv = "CAIRN_IT_SNAPSHOT_READ_CHILD"
 // at the old revision. Found by the robustness suite (run 3m-network): a
 // follower cut off at revision 39 installed a snapshot of revision ~200
 // whose data the leader had compacted at 169; a serializable prefix range
-// served between snapshot.Install's commit and Store.Reload read the
-// replaced keyspace at the still-published revision 39, where no version
-// exists any more, and answered "revision 39, no keys".
+// served between snapshot.Install's commit and the store's reload of its
+// revision state read the replaced keyspace at the still-published
+// revision 39, where no version exists any more, and answered "revision
+// 39, no keys". Store.Replace now holds readers off for the whole
+// replacement.
 //
 // The window is a few milliseconds; the test widens it deterministically
 // with the snapshot-after-state failpoint (state replaced, raft log not
