@@ -334,9 +334,9 @@ func checkReadsAgainstLog(ops []Op, log revisionLog) []string {
 		v, exists := at(key, o.Rev)
 		switch {
 		case exists != found:
-			out = append(out, fmt.Sprintf("%s at revision %d: found=%v, but the revision log says found=%v", desc(o), o.Rev, found, exists))
+			out = append(out, fmt.Sprintf("%s at revision %d: %q found=%v, but the revision log says found=%v", desc(o), o.Rev, key, found, exists))
 		case found && (v.value != value || v.rev != modRev):
-			out = append(out, fmt.Sprintf("%s at revision %d: %q (mod %d), but the revision log says %q (mod %d)", desc(o), o.Rev, value, modRev, v.value, v.rev))
+			out = append(out, fmt.Sprintf("%s at revision %d: %q=%q (mod %d), but the revision log says %q (mod %d)", desc(o), o.Rev, key, value, modRev, v.value, v.rev))
 		}
 	}
 	for i := range ops {

@@ -117,6 +117,9 @@ func runScenario(t *testing.T, sc scenario) result {
 		t.Fatalf("start cluster: %v (logs in %s)", err, dir)
 	}
 	r.tr = newTraffic(sc.traffic, r.c.endpoints(), seed, r.logf)
+	// The history's call and return times count from here, not from the
+	// run's first line: say so, to line operations up with member logs.
+	r.logf("traffic: history.jsonl call/return times are nanoseconds since %s", r.tr.h.start.Format("15:04:05.000000"))
 	ctx, stopTraffic := context.WithCancel(context.Background())
 	defer stopTraffic()
 	if err := r.tr.start(ctx); err != nil {
