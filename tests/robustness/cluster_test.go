@@ -40,7 +40,7 @@ type clusterConfig struct {
 	electionMs    int
 }
 
-// cluster is a set of member processes on 127.0.0.(i+1), their peer
+// cluster is a set of member processes on 127.X.Y.(i+1), their peer
 // traffic through a proxy.
 type cluster struct {
 	t       testing.TB
