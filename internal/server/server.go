@@ -191,11 +191,13 @@ func (s *Server) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 		case <-s.m.Removed(): // stop serving before the member closes its DB
+			runErr = member.ErrRemoved
 		case runErr = <-memberDone:
 			memberDone <- runErr
 		}
 	case <-ctx.Done():
 	case <-s.m.Removed():
+		runErr = member.ErrRemoved
 	case runErr = <-memberDone:
 		memberDone <- runErr
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -39,7 +40,7 @@ type clusterConfig struct {
 	electionMs    int
 }
 
-// cluster is a set of member processes on 127.0.0.(i+1), their peer
+// cluster is a set of member processes on 127.X.Y.(i+1), their peer
 // traffic through a proxy.
 type cluster struct {
 	t       testing.TB
@@ -128,9 +129,14 @@ func startCluster(t testing.TB, dir string, cfg clusterConfig, logf func(string,
 	noteInputs()
 	c := &cluster{t: t, log: logf, dir: dir, cfg: cfg, token: fmt.Sprintf("robustness-%d", time.Now().UnixNano()), proxy: newProxy(cfg.size)}
 	t.Cleanup(c.cleanup)
+	// A random /24 of 127/8 (all loopback on Linux) per cluster: two suites
+	// running at once on one machine do not share addresses, so one's
+	// outgoing connections cannot take the port of the other's member
+	// while it restarts.
+	subnet := fmt.Sprintf("127.%d.%d.", 1+rand.IntN(254), 1+rand.IntN(254))
 	var initial []string
 	for i := 1; i <= cfg.size; i++ {
-		ip := fmt.Sprintf("127.0.0.%d", i+1)
+		ip := fmt.Sprintf("%s%d", subnet, i+1)
 		m := &member{idx: i, name: fmt.Sprintf("m%d", i), ip: ip, state: "new",
 			dataDir: filepath.Join(dir, fmt.Sprintf("m%d.data", i))}
 		var err error

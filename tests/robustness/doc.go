@@ -1,5 +1,5 @@
 // Package robustness owns Cairn's robustness suite: real cairn processes
-// (1 or 3 members on 127.0.0.x) under concurrent clientv3 traffic while a
+// (1 or 3 members on 127.X.Y.x) under concurrent clientv3 traffic while a
 // nemesis injects faults (kill -9, SIGSTOP, network partitions, latency
 // and connection drops through a TCP proxy between members, member
 // replacement, snapshot catch-up, crash points inside the server), with

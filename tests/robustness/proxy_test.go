@@ -24,9 +24,9 @@ type linkFault struct {
 type link struct{ from, to int }
 
 // proxy sits between the members' peer ports. Member i advertises
-// 127.0.0.(i+1):proxyPort as its peer URL and listens on another port of
+// 127.X.Y.(i+1):proxyPort as its peer URL and listens on another port of
 // the same address; the proxy forwards. Cairn, with SetMemberLocalAddr,
-// dials its peers from 127.0.0.(i+1), so the proxy knows the source member
+// dials its peers from 127.X.Y.(i+1), so the proxy knows the source member
 // of every connection and controls each directed link alone: a connection
 // that member i opened to member j carries i->j bytes one way (link i->j)
 // and j->i bytes back (link j->i).
