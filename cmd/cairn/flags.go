@@ -39,6 +39,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/cairnkv/cairn/internal/config"
+	"github.com/cairnkv/cairn/internal/failpoint"
 )
 
 // errUnsupported marks a setting that asks for a feature this build of cairn
@@ -240,6 +241,9 @@ func parseEnviron(fs *pflag.FlagSet, environ []string) (environment, []string) {
 				env.vars[k] = v
 				env.keys = append(env.keys, k)
 			}
+		case k == failpoint.EnvVar:
+			// Read by package failpoint itself (test builds of the
+			// robustness suite); it announces itself on stderr.
 		case k == prefix+"VERSION" || k == prefix+"HELP":
 			warnings = append(warnings, fmt.Sprintf("environment variable %s is ignored: --%s is a command, not a setting",
 				k, strings.ToLower(strings.TrimPrefix(k, prefix))))

@@ -42,16 +42,17 @@ type Server struct {
 	reg           *prometheus.Registry
 }
 
-// New opens the member's data and binds the client listeners.
+// New binds the client and peer listeners, then opens the member's data.
+// Listening comes first: an address that cannot be bound stops the start
+// before anything else happens, and the member's outgoing peer connections
+// (bound to its own address with --feature-gates=SetMemberLocalAddr) can
+// never take a port it is about to listen on.
 func New(lg *zap.Logger, cfg config.Server) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	m, err := member.New(lg, cfg)
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{lg: lg, cfg: cfg, m: m, reg: prometheus.NewRegistry()}
+	s := &Server{lg: lg, cfg: cfg, reg: prometheus.NewRegistry()}
+	var err error
 	if s.listeners, err = listen("--listen-client-urls", cfg.ListenClientURLs); err != nil {
 		return nil, err
 	}
@@ -59,6 +60,12 @@ func New(lg *zap.Logger, cfg config.Server) (*Server, error) {
 		s.closeListeners()
 		return nil, err
 	}
+	m, err := member.New(lg, cfg)
+	if err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	s.m = m
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerMetrics(s.reg, m)
 	m.RegisterMetrics(s.reg)
