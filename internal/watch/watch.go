@@ -351,6 +351,9 @@ func (h *Hub) deliverKeyed(evs []*mvccpb.Event, prev, rev int64) {
 		set              map[*watcher]struct{}
 		withPrev, noPrev []*mvccpb.Event
 	}
+	if len(h.mu.keyed) == 0 && len(h.mu.prefixed) == 0 {
+		return
+	}
 	var order []*shared // in first-event order
 	byKey := make(map[string]*shared)
 	byPrefix := make(map[string]*shared)

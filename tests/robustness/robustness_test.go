@@ -338,10 +338,6 @@ func (r *run) checkMembers(ctx context.Context, final Op) []string {
 		resp, err := r.c.admin[m.idx-1].HashKV(hctx, m.clientAddr, final.Rev)
 		cancel()
 		if err != nil {
-			if isUnimplemented(err) {
-				r.tr.note("HashKV check skipped: Unimplemented")
-				break
-			}
 			out = append(out, fmt.Sprintf("HashKV on %s: %v", m.name, err))
 			continue
 		}
