@@ -278,7 +278,7 @@ func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 					deliveries = append(deliveries, a.applyNormal(b, req))
 				}
 			case raftpb.EntryType_EntryConfChange, raftpb.EntryType_EntryConfChangeV2:
-				fns, err := a.applyConfChange(b, e, ap.ConfStates[idx])
+				fns, err := a.applyConfChange(b, e, ap.ConfStates[idx], ap.Rejected[idx])
 				if err != nil {
 					return err
 				}
@@ -472,8 +472,9 @@ type ConfContext struct {
 	RequestID uint64             `json:"requestID,omitempty"`
 }
 
-// applyConfChange records the membership effect of a conf change.
-func (a *Applier) applyConfChange(b *pebble.Batch, e *raftpb.Entry, cs *raftpb.ConfState) ([]func(), error) {
+// applyConfChange records the membership effect of a conf change; one that
+// raft's ConfChecker rejected has none, and its proposer gets the reason.
+func (a *Applier) applyConfChange(b *pebble.Batch, e *raftpb.Entry, cs *raftpb.ConfState, rejected error) ([]func(), error) {
 	var fns []func()
 	if cs != nil {
 		fn, err := a.cfg.RaftStorage.SetConfState(b, cs)
@@ -504,6 +505,9 @@ func (a *Applier) applyConfChange(b *pebble.Batch, e *raftpb.Entry, cs *raftpb.C
 		if err := json.Unmarshal(ctx, &cctx); err != nil {
 			return nil, fmt.Errorf("apply: conf change %d context: %w", e.GetIndex(), err)
 		}
+	}
+	if rejected != nil {
+		changes = nil
 	}
 	for _, ch := range changes {
 		id := ch.GetNodeId()
@@ -546,7 +550,7 @@ func (a *Applier) applyConfChange(b *pebble.Batch, e *raftpb.Entry, cs *raftpb.C
 	if cctx.RequestID != 0 {
 		fns = append(fns, func() {
 			if a.cfg.Deliver != nil {
-				a.cfg.Deliver(cctx.RequestID, Result{})
+				a.cfg.Deliver(cctx.RequestID, Result{Err: rejected})
 			}
 		})
 	}

@@ -198,7 +198,7 @@ func newMember(lg *zap.Logger, cfg config.Server, db *pebble.DB, opts Options) (
 	m.node, err = raftnode.New(lg.Named("raft"), raftnode.Config{
 		ID: m.id, Peers: peers, Storage: rs, Applied: m.applier.AppliedIndex(),
 		TickInterval: tick, HeartbeatTick: 1, ElectionTick: int(cfg.ElectionTimeout / tick),
-		Transport: m.transport, Ticks: opts.Ticks,
+		Transport: m.transport, Ticks: opts.Ticks, ConfChecker: newConfChecker(m.cluster),
 	})
 	if err != nil {
 		return nil, err

@@ -57,23 +57,6 @@ func validURLs(urls []string) bool {
 	return true
 }
 
-// peerURLUsed reports whether another member (not except) uses one of urls.
-func (m *Member) peerURLUsed(urls []string, except uint64) bool {
-	for _, mem := range m.cluster.Members() {
-		if mem.ID == except {
-			continue
-		}
-		for _, a := range mem.PeerURLs {
-			for _, b := range urls {
-				if a == b {
-					return true
-				}
-			}
-		}
-	}
-	return false
-}
-
 // activeVoters counts the voters this member knows to be reachable: itself
 // and, as leader, those raft has heard from recently; as follower it
 // trusts the transport's connections.
@@ -137,20 +120,9 @@ func (m *Member) AddMember(ctx context.Context, peerURLs []string, learner bool)
 	if !validURLs(peerURLs) {
 		return membership.Member{}, ErrBadURLs
 	}
-	if m.peerURLUsed(peerURLs, 0) {
-		return membership.Member{}, ErrPeerURLExist
-	}
-	if learner {
-		n := 0
-		for _, mem := range m.cluster.Members() {
-			if mem.IsLearner {
-				n++
-			}
-		}
-		if n >= maxLearners {
-			return membership.Member{}, ErrTooManyLearners
-		}
-	} else {
+	// A peer URL in use and one learner too many are decided when the
+	// change commits (confChecker): this member's membership may lag.
+	if !learner {
 		// Strict reconfig check: the new voter counts toward quorum at
 		// once, so the members up now must still make a quorum with it.
 		active, voters, err := m.activeVoters(ctx)
@@ -181,11 +153,10 @@ func (m *Member) AddMember(ctx context.Context, peerURLs []string, learner bool)
 
 // RemoveMember removes a member.
 func (m *Member) RemoveMember(ctx context.Context, id uint64) error {
-	mem, ok := m.cluster.Member(id)
-	if !ok {
-		return ErrMemberNotFound
-	}
-	if !mem.IsLearner {
+	// A member unknown here may have been added by a change this member
+	// has not applied yet: whether it exists is decided at commit
+	// (confChecker), and so are its URLs on update.
+	if mem, ok := m.cluster.Member(id); ok && !mem.IsLearner {
 		active, voters, err := m.activeVoters(ctx)
 		if err != nil {
 			return m.ctxErr(ctx, err)
@@ -205,15 +176,7 @@ func (m *Member) UpdateMember(ctx context.Context, id uint64, peerURLs []string)
 	if !validURLs(peerURLs) {
 		return ErrBadURLs
 	}
-	mem, ok := m.cluster.Member(id)
-	if !ok {
-		return ErrMemberNotFound
-	}
-	if m.peerURLUsed(peerURLs, id) {
-		return ErrPeerURLExist
-	}
-	mem.PeerURLs = peerURLs
-	return m.reconfigure(ctx, raftpb.ConfChangeType_ConfChangeUpdateNode, id, &mem)
+	return m.reconfigure(ctx, raftpb.ConfChangeType_ConfChangeUpdateNode, id, &membership.Member{ID: id, PeerURLs: peerURLs})
 }
 
 // PromoteMember turns a caught-up learner into a voter. Only the leader

@@ -63,7 +63,32 @@ type Config struct {
 	// Ticks, when set, replaces the TickInterval ticker (tests drive the
 	// clock by hand).
 	Ticks <-chan time.Time
+	// ConfChecker, when set, decides whether each committed conf change
+	// takes effect.
+	ConfChecker ConfChecker
 }
+
+// ConfChecker validates committed conf changes on the raft goroutine, in
+// log order, as etcd validates membership changes when it applies them:
+// checks made before proposing read a membership that may lag behind the
+// log (or race with a change proposed elsewhere), so the decision that
+// counts is taken here, identically on every member. A rejected change is
+// applied to raft with its node IDs zeroed (raft ignores those: its
+// documented way for an application to turn a change down), and its error
+// reaches the applier in Apply.Rejected.
+//
+// Every input to the decision must be the same on every member at this log
+// position: conf is raft's configuration before the change (restored from
+// the log and snapshots on every member alike).
+type ConfChecker interface {
+	CheckConfChange(conf ConfMembers, cc *raftpb.ConfChangeV2) error
+	// ConfRestored is called after a snapshot was installed.
+	ConfRestored()
+}
+
+// ConfMembers maps the ID of every voter and learner in raft's current
+// configuration to whether it is a learner.
+type ConfMembers map[uint64]bool
 
 // Apply is one batch of committed entries, in log order, or a snapshot to
 // install (then Entries is empty and Done must be sent the outcome).
@@ -78,6 +103,10 @@ type Apply struct {
 	// ConfStates holds, for each conf-change entry index, the ConfState
 	// after raft applied that change; the applier persists it.
 	ConfStates map[uint64]*raftpb.ConfState
+	// Rejected holds, for each conf-change entry index the ConfChecker
+	// turned down, why: the change took no effect in raft, and must take
+	// none in the membership either.
+	Rejected map[uint64]error
 }
 
 type proposal struct {
@@ -447,6 +476,9 @@ func (n *Node) handleReady(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
+		if n.cfg.ConfChecker != nil {
+			n.cfg.ConfChecker.ConfRestored()
+		}
 	}
 	// 1. Persist before anything depends on it. A HardState that only
 	// moved the commit index (MustSync false, nothing else to write) rides
@@ -498,7 +530,7 @@ func (n *Node) handleReady(ctx context.Context) error {
 	if len(rd.CommittedEntries) > 0 {
 		a := Apply{Entries: rd.CommittedEntries, Commit: deferredCommit}
 		for _, e := range rd.CommittedEntries {
-			cs, err := n.applyConfChange(e)
+			cs, rejected, err := n.applyConfChange(e)
 			if err != nil {
 				return err
 			}
@@ -507,6 +539,12 @@ func (n *Node) handleReady(ctx context.Context) error {
 					a.ConfStates = make(map[uint64]*raftpb.ConfState)
 				}
 				a.ConfStates[e.GetIndex()] = cs
+			}
+			if rejected != nil {
+				if a.Rejected == nil {
+					a.Rejected = make(map[uint64]error)
+				}
+				a.Rejected[e.GetIndex()] = rejected
 			}
 		}
 		select {
@@ -535,25 +573,51 @@ func hasConfChange(ents []*raftpb.Entry) bool {
 	return false
 }
 
-func (n *Node) applyConfChange(e *raftpb.Entry) (*raftpb.ConfState, error) {
-	var cc raftpb.ConfChangeI
+// applyConfChange applies e to raft if it is a conf change, returning the
+// resulting ConfState and, if the ConfChecker turned it down, why.
+func (n *Node) applyConfChange(e *raftpb.Entry) (*raftpb.ConfState, error, error) {
+	var cc *raftpb.ConfChangeV2
 	switch e.GetType() {
 	case raftpb.EntryType_EntryConfChange:
 		c := &raftpb.ConfChange{}
 		if err := proto.Unmarshal(e.GetData(), c); err != nil {
-			return nil, fmt.Errorf("raftnode: conf change at %d is corrupt: %w", e.GetIndex(), err)
+			return nil, nil, fmt.Errorf("raftnode: conf change at %d is corrupt: %w", e.GetIndex(), err)
 		}
-		cc = c
+		cc = c.AsV2()
 	case raftpb.EntryType_EntryConfChangeV2:
-		c := &raftpb.ConfChangeV2{}
-		if err := proto.Unmarshal(e.GetData(), c); err != nil {
-			return nil, fmt.Errorf("raftnode: conf change at %d is corrupt: %w", e.GetIndex(), err)
+		cc = &raftpb.ConfChangeV2{}
+		if err := proto.Unmarshal(e.GetData(), cc); err != nil {
+			return nil, nil, fmt.Errorf("raftnode: conf change at %d is corrupt: %w", e.GetIndex(), err)
 		}
-		cc = c
 	default:
-		return nil, nil
+		return nil, nil, nil
 	}
-	return n.rn.ApplyConfChange(cc), nil
+	var rejected error
+	if n.cfg.ConfChecker != nil && !cc.LeaveJoint() {
+		if rejected = n.cfg.ConfChecker.CheckConfChange(n.confMembers(), cc); rejected != nil {
+			n.lg.Warn("membership change rejected", zap.Uint64("index", e.GetIndex()), zap.Error(rejected))
+			for _, ch := range cc.GetChanges() {
+				ch.NodeId = proto.Uint64(raft.None)
+			}
+		}
+	}
+	return n.rn.ApplyConfChange(cc), rejected, nil
+}
+
+// confMembers returns raft's current voters and learners.
+func (n *Node) confMembers() ConfMembers {
+	cfg := n.rn.Status().Config
+	out := ConfMembers{}
+	for id := range cfg.Voters.IDs() {
+		out[id] = false
+	}
+	for id := range cfg.Learners {
+		out[id] = true
+	}
+	for id := range cfg.LearnersNext {
+		out[id] = true
+	}
+	return out
 }
 
 // do runs fn on the raft goroutine (RawNode is not safe for concurrent use).
