@@ -58,8 +58,10 @@ func validURLs(urls []string) bool {
 }
 
 // activeVoters counts the voters this member knows to be reachable: itself
-// and, as leader, those raft has heard from recently; as follower it
-// trusts the transport's connections.
+// and those with a live peer stream (etcd's rule) or, as leader, those
+// raft has heard from recently. Raft alone would not do: with CheckQuorum
+// it forgets every peer's recent activity each election timeout, and a
+// change checked just then would count only the leader.
 func (m *Member) activeVoters(ctx context.Context) (active, voters int, err error) {
 	st, err := m.node.Status(ctx)
 	if err != nil {
@@ -71,11 +73,7 @@ func (m *Member) activeVoters(ctx context.Context) (active, voters int, err erro
 			active++
 			continue
 		}
-		if st.RaftState == raft.StateLeader {
-			if pr, ok := st.Progress[id]; ok && pr.RecentActive {
-				active++
-			}
-		} else if m.transport.IsActive(id) {
+		if pr, ok := st.Progress[id]; (ok && st.RaftState == raft.StateLeader && pr.RecentActive) || m.transport.IsActive(id) {
 			active++
 		}
 	}
