@@ -20,6 +20,8 @@ import (
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/cairnkv/cairn/tests/testproc"
 )
 
 // Cluster tests run 3 (sometimes 4) server processes on 127.0.0.1, each
@@ -172,7 +174,7 @@ func (s *server) launch() error {
 	}
 	s.logs = append(s.logs, logPath)
 	p := &process{ready: make(chan struct{}), exited: make(chan struct{})}
-	w := &logWriter{f: f, ready: p.ready}
+	w := testproc.NewLogWriter(f, p.ready)
 	p.cmd = exec.Command(binaries.server, s.args...)
 	p.cmd.Stdout = w
 	p.cmd.Stderr = w

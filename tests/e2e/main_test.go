@@ -19,22 +19,17 @@ import (
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/cairnkv/cairn/tests/testproc"
 )
 
 const (
-	// readyLine is logged by etcd (embed/serve.go) and by cairn once the
-	// client port serves requests.
-	readyLine = "ready to serve client requests"
+	readyLine = testproc.ReadyLine
 
 	startTimeout = 60 * time.Second // a -race server on a busy 2-core box
 	stopTimeout  = 30 * time.Second
 	opTimeout    = 30 * time.Second
 )
-
-// crashReports are what the Go runtime prints, at the start of a line, for
-// a data race found by a -race binary, a panic and a fatal error. A server
-// log that contains one fails the test.
-var crashReports = []string{"WARNING: DATA RACE", "\npanic: ", "\nfatal error: "}
 
 // binaries are built (or taken from the environment) once by TestMain.
 var binaries struct {
@@ -61,16 +56,12 @@ func testMain(m *testing.M) int {
 }
 
 func buildBinaries(dir string) error {
-	root, err := repoRoot()
-	if err != nil {
-		return err
-	}
 	var builds []func() error
 	binaries.server = os.Getenv("E2E_SERVER_BINARY")
 	if binaries.server == "" {
 		binaries.server = filepath.Join(dir, "cairn")
 		builds = append(builds, func() error {
-			return goBuild(root, "-race", "-o", binaries.server, "./cmd/cairn")
+			return testproc.GoBuild("-race", "-o", binaries.server, "./cmd/cairn")
 		})
 	}
 	binaries.etcdctl = os.Getenv("E2E_ETCDCTL_BINARY")
@@ -78,7 +69,7 @@ func buildBinaries(dir string) error {
 		binaries.etcdctl = filepath.Join(dir, "etcdctl")
 		// etcdctl is pinned in go.mod as a tool dependency.
 		builds = append(builds, func() error {
-			return goBuild(root, "-o", binaries.etcdctl, "go.etcd.io/etcd/etcdctl/v3")
+			return testproc.GoBuild("-o", binaries.etcdctl, "go.etcd.io/etcd/etcdctl/v3")
 		})
 	}
 	errs := make([]error, len(builds))
@@ -88,23 +79,6 @@ func buildBinaries(dir string) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
-}
-
-func goBuild(root string, args ...string) error {
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		gobin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-		if _, statErr := os.Stat(gobin); statErr != nil {
-			return fmt.Errorf("go tool not found in PATH (%v) nor in $GOROOT/bin", err)
-		}
-	}
-	cmd := exec.Command(gobin, append([]string{"build"}, args...)...)
-	cmd.Dir = root
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("go build %s: %w\n%s", strings.Join(args, " "), err, out)
-	}
-	return nil
 }
 
 // noteInputs makes `go test` caching see what the tests depend on. TestMain
@@ -120,28 +94,6 @@ func noteInputs() {
 	_, _ = os.Stat(binaries.etcdctl)
 }
 
-// repoRoot walks up from the test's working directory to the go.mod of the
-// cairn module.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.Contains(b, []byte("module github.com/cairnkv/cairn\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod of github.com/cairnkv/cairn above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// server is one single-member cluster whose process can be stopped, killed
-// and restarted on the same data directory and ports.
 type server struct {
 	t        testing.TB
 	name     string
@@ -254,7 +206,7 @@ func (s *server) tryStart() error {
 	s.logs = append(s.logs, logPath)
 
 	p := &process{ready: make(chan struct{}), exited: make(chan struct{})}
-	w := &logWriter{f: f, ready: p.ready}
+	w := testproc.NewLogWriter(f, p.ready)
 	p.cmd = exec.Command(binaries.server, s.args...)
 	p.cmd.Stdout = w
 	p.cmd.Stderr = w
@@ -360,16 +312,8 @@ func (s *server) cleanup() {
 		s.stop()
 	}
 	for _, path := range s.logs {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Errorf("read server log: %v", err)
-			continue
-		}
-		b = append([]byte("\n"), b...) // crash reports start a line
-		for _, bad := range crashReports {
-			if i := bytes.Index(b, []byte(bad)); i >= 0 {
-				t.Errorf("server log %s reports %q:\n%s", filepath.Base(path), strings.TrimSpace(bad), b[i:min(len(b), i+8<<10)])
-			}
+		for _, err := range testproc.CrashReports(path, 8<<10) {
+			t.Errorf("server log %v", err)
 		}
 	}
 	if !t.Failed() {
@@ -448,43 +392,6 @@ func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// logWriter copies server output to a file and closes ready at the first
-// line that contains readyLine.
-type logWriter struct {
-	mu      sync.Mutex
-	f       *os.File
-	partial []byte // an unterminated last line
-	ready   chan struct{}
-	seen    bool
-}
-
-func (w *logWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if _, err := w.f.Write(p); err != nil {
-		return 0, err
-	}
-	if w.seen {
-		return len(p), nil
-	}
-	w.partial = append(w.partial, p...)
-	for {
-		i := bytes.IndexByte(w.partial, '\n')
-		if i < 0 {
-			break
-		}
-		if bytes.Contains(w.partial[:i], []byte(readyLine)) {
-			w.seen = true
-			close(w.ready)
-			w.partial = nil
-			return len(p), nil
-		}
-		w.partial = w.partial[i+1:]
-	}
-	w.partial = bytes.Clone(w.partial)
-	return len(p), nil
 }
 
 // hexID formats a member ID the way etcdctl prints it.

@@ -1,7 +1,6 @@
 package robustness
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,17 +17,15 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/cairnkv/cairn/tests/testproc"
 )
 
 const (
-	readyLine    = "ready to serve client requests" // logged by etcd and cairn
-	startTimeout = 60 * time.Second                 // a -race server on a busy 2-core box
-	healthWait   = 60 * time.Second                 // for the cluster to settle after a fault
+	readyLine    = testproc.ReadyLine
+	startTimeout = 60 * time.Second // a -race server on a busy 2-core box
+	healthWait   = 60 * time.Second // for the cluster to settle after a fault
 )
-
-// crashReports are what the Go runtime prints for a data race, a panic and
-// a fatal error; a member log with one is a violation.
-var crashReports = []string{"WARNING: DATA RACE", "\npanic: ", "\nfatal error: "}
 
 // clusterConfig is the shape of one run's cluster.
 type clusterConfig struct {
@@ -200,7 +196,7 @@ func (c *cluster) launch(m *member) error {
 	}
 	m.logs = append(m.logs, logPath)
 	p := &process{ready: make(chan struct{}), exited: make(chan struct{})}
-	w := &logWriter{f: f, ready: p.ready}
+	w := testproc.NewLogWriter(f, p.ready)
 	p.cmd = exec.Command(binaries.server, m.args(c)...)
 	p.cmd.Env = append(os.Environ(), m.env...)
 	p.cmd.Stdout, p.cmd.Stderr = w, w
@@ -490,16 +486,7 @@ func (c *cluster) crashReport() error {
 	var errs []error
 	for _, m := range c.members {
 		for _, path := range m.logs {
-			b, err := os.ReadFile(path)
-			if err != nil {
-				continue
-			}
-			b = append([]byte("\n"), b...)
-			for _, bad := range crashReports {
-				if i := bytes.Index(b, []byte(bad)); i >= 0 {
-					errs = append(errs, fmt.Errorf("%s reports %q:\n%s", filepath.Base(path), strings.TrimSpace(bad), b[i:min(len(b), i+4<<10)]))
-				}
-			}
+			errs = append(errs, testproc.CrashReports(path, 4<<10)...)
 		}
 	}
 	return errors.Join(errs...)
@@ -518,41 +505,4 @@ func (c *cluster) cleanup() {
 	for _, cli := range c.admin {
 		cli.Close()
 	}
-}
-
-// logWriter copies a member's output to a file and closes ready at the
-// first line containing readyLine.
-type logWriter struct {
-	mu      sync.Mutex
-	f       *os.File
-	partial []byte
-	ready   chan struct{}
-	seen    bool
-}
-
-func (w *logWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if _, err := w.f.Write(p); err != nil {
-		return 0, err
-	}
-	if w.seen {
-		return len(p), nil
-	}
-	w.partial = append(w.partial, p...)
-	for {
-		i := bytes.IndexByte(w.partial, '\n')
-		if i < 0 {
-			break
-		}
-		if bytes.Contains(w.partial[:i], []byte(readyLine)) {
-			w.seen = true
-			close(w.ready)
-			w.partial = nil
-			return len(p), nil
-		}
-		w.partial = w.partial[i+1:]
-	}
-	w.partial = bytes.Clone(w.partial)
-	return len(p), nil
 }

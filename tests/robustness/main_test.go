@@ -1,14 +1,14 @@
 package robustness
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cairnkv/cairn/tests/testproc"
 )
 
 // binaries are built (or taken from the environment) once by TestMain.
@@ -31,11 +31,11 @@ func testMain(m *testing.M) int {
 	binaries.server = os.Getenv("ROBUSTNESS_SERVER_BINARY")
 	if binaries.server == "" {
 		binaries.server = filepath.Join(dir, "cairn")
-		args := []string{"build", "-o", binaries.server}
+		args := []string{"-o", binaries.server}
 		if os.Getenv("ROBUSTNESS_SERVER_RACE") != "0" {
 			args = append(args, "-race")
 		}
-		if err := goBuild(append(args, "./cmd/cairn")...); err != nil {
+		if err := testproc.GoBuild(append(args, "./cmd/cairn")...); err != nil {
 			fmt.Fprintln(os.Stderr, "robustness:", err)
 			return 1
 		}
@@ -53,43 +53,6 @@ func noteInputs() {
 		os.Getenv(v)
 	}
 	_, _ = os.Stat(binaries.server)
-}
-
-func goBuild(args ...string) error {
-	root, err := repoRoot()
-	if err != nil {
-		return err
-	}
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		gobin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-	}
-	cmd := exec.Command(gobin, args...)
-	cmd.Dir = root
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
-	}
-	return nil
-}
-
-// repoRoot walks up from the working directory to cairn's go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.Contains(b, []byte("module github.com/cairnkv/cairn\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod of github.com/cairnkv/cairn above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // skipShort is for tests too slow for -short.
