@@ -146,8 +146,17 @@ type Node struct {
 
 	readMu      sync.Mutex
 	pendingRead *readBatch
-	inflight    map[string]*readBatch // raft goroutine only
-	readSeq     uint64                // raft goroutine only
+	// At most one read round is in flight (raft goroutine only): reads
+	// that arrive meanwhile wait in pendingRead and share the next round,
+	// as etcd's linearizableReadLoop does. One round per arrival would
+	// cost a leader round trip and a heartbeat broadcast per few reads.
+	inflight map[string]*readBatch
+	// readAge counts the ticks the round in flight has waited; a round
+	// unanswered for two election timeouts is presumed lost.
+	readAge int
+	// readSeq numbers read rounds. It starts from the clock so that an
+	// answer to a round sent before a restart never matches a new round.
+	readSeq uint64
 
 	// durableTerm and durableVote are the persisted HardState's (raft
 	// goroutine only).
@@ -196,6 +205,7 @@ func New(lg *zap.Logger, cfg Config) (*Node, error) {
 		applyc:   make(chan Apply, 64),
 		stopped:  make(chan struct{}),
 		inflight: make(map[string]*readBatch),
+		readSeq:  uint64(time.Now().UnixNano()),
 	}
 	if hs, _, err := cfg.Storage.InitialState(); err == nil {
 		n.durableTerm, n.durableVote = hs.GetTerm(), hs.GetVote()
@@ -278,9 +288,10 @@ func (n *Node) SoleVoterLeader() bool { return n.sole.Load() }
 
 // ReadIndex returns a commit index that is at least every index committed
 // before the call: once the applied index reaches it, a local read is
-// linearizable. Concurrent callers share one raft round. A round whose
-// answer is lost is retried with a fresh request context (never reusing a
-// context: etcd-io/etcd#20418).
+// linearizable. Concurrent callers share one raft round. A round that is
+// lost (the raft loop gives up on it after two election timeouts) or
+// crosses a leader change is retried in a new round with a fresh request
+// context (never reusing a context: etcd-io/etcd#20418).
 func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	for {
 		n.readMu.Lock()
@@ -294,22 +305,15 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 			}
 		}
 		n.readMu.Unlock()
-		retry := time.NewTimer(2 * n.cfg.TickInterval * time.Duration(n.cfg.ElectionTick))
 		select {
 		case <-b.done:
-			retry.Stop()
 			if errors.Is(b.err, ErrLeaderChanged) {
 				continue
 			}
 			return b.index, b.err
-		case <-retry.C:
-			// Lost (dropped by raft or by the network): ask again.
-			n.lg.Debug("read index timed out; retrying")
 		case <-ctx.Done():
-			retry.Stop()
 			return 0, ctx.Err()
 		case <-n.stopped:
-			retry.Stop()
 			return 0, ErrStopped
 		}
 	}
@@ -346,12 +350,23 @@ func (n *Node) Run(ctx context.Context) error {
 				_ = n.rn.Campaign()
 			}
 		}
+		// A round answered (or failed) above lets the reads that gathered
+		// meanwhile go.
+		n.issueRead()
 		select {
 		case <-ctx.Done():
 			n.failReads(ErrStopped)
 			return nil
 		case <-ticks:
 			n.rn.Tick()
+			if len(n.inflight) > 0 {
+				if n.readAge++; n.readAge > 2*n.cfg.ElectionTick {
+					// Dropped by raft or lost on the network: the
+					// readers try again in the next round.
+					n.lg.Debug("read index round unanswered; retrying")
+					n.failReads(ErrLeaderChanged)
+				}
+			}
 		case p := <-n.propc:
 			n.propose(p)
 			n.drain()
@@ -417,7 +432,12 @@ func (n *Node) propose(p proposal) {
 	}
 }
 
+// issueRead starts a read round for the pending reads unless one is in
+// flight.
 func (n *Node) issueRead() {
+	if len(n.inflight) > 0 {
+		return
+	}
 	n.readMu.Lock()
 	b := n.pendingRead
 	n.pendingRead = nil
@@ -431,6 +451,7 @@ func (n *Node) issueRead() {
 		return
 	}
 	n.readSeq++
+	n.readAge = 0
 	rctx := binary.BigEndian.AppendUint64(nil, n.readSeq)
 	n.inflight[string(rctx)] = b
 	n.rn.ReadIndex(rctx)
