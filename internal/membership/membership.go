@@ -116,9 +116,11 @@ func (c *Cluster) Reload(r pebble.Reader) error {
 	members := map[uint64]*Member{}
 	v, closer, err := r.Get(schema.ClusterIDKey)
 	if err == nil {
-		if len(v) == 8 {
-			clusterID = binary.BigEndian.Uint64(v)
+		if len(v) != 8 {
+			closer.Close()
+			return fmt.Errorf("membership: cluster ID record is corrupt (%d bytes, want 8)", len(v))
 		}
+		clusterID = binary.BigEndian.Uint64(v)
 		closer.Close()
 	} else if err != pebble.ErrNotFound {
 		return err
@@ -132,6 +134,9 @@ func (c *Cluster) Reload(r pebble.Reader) error {
 		m := &Member{}
 		if err := json.Unmarshal(it.Value(), m); err != nil {
 			return fmt.Errorf("membership: member record %x is corrupt: %w", it.Key(), err)
+		}
+		if k := it.Key(); len(k) != len(schema.MemberPrefix)+8 || binary.BigEndian.Uint64(k[len(schema.MemberPrefix):]) != m.ID {
+			return fmt.Errorf("membership: member record %x is corrupt: its key does not hold its ID %x", k, m.ID)
 		}
 		members[m.ID] = m
 	}

@@ -63,6 +63,11 @@ func NewStore(lg *zap.Logger, db *pebble.DB) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Read only by the background compactor, but a damaged record must
+	// stop the start, not a compaction hours later.
+	if _, err := readInt64(db, schema.FinishedCompactKey); err != nil {
+		return nil, err
+	}
 	s.writeRev, s.writeCompact = rev, compact
 	s.mu.rev, s.mu.compactRev = rev, compact
 	s.compactor = newCompactor(lg, db, compact)

@@ -63,7 +63,11 @@ func Open(db *pebble.DB) (*Storage, error) {
 		return nil, err
 	}
 	if v, closer, err := db.Get(schema.CommitHintKey); err == nil {
-		if len(v) == 8 && binary.BigEndian.Uint64(v) > s.hardState.GetCommit() {
+		if len(v) != 8 {
+			closer.Close()
+			return nil, fmt.Errorf("raftlog: commit hint record is corrupt (%d bytes, want 8)", len(v))
+		}
+		if binary.BigEndian.Uint64(v) > s.hardState.GetCommit() {
 			s.hardState.Commit = proto.Uint64(binary.BigEndian.Uint64(v))
 		}
 		closer.Close()
@@ -82,6 +86,9 @@ func Open(db *pebble.DB) (*Storage, error) {
 	defer it.Close()
 	next := s.snapIndex + 1
 	for valid := it.First(); valid; valid = it.Next() {
+		if len(it.Key()) != 9 {
+			return nil, fmt.Errorf("raftlog: log key %x is corrupt (%d bytes, want 9)", it.Key(), len(it.Key()))
+		}
 		idx := binary.BigEndian.Uint64(it.Key()[1:])
 		if idx != next {
 			return nil, fmt.Errorf("raftlog: log has a gap: expected index %d, found %d", next, idx)

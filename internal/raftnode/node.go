@@ -184,6 +184,13 @@ func New(lg *zap.Logger, cfg Config) (*Node, error) {
 		StepDownOnRemoval:         true,
 		Logger:                    &raftLogger{lg.Sugar().With("component", "raft")},
 	}
+	// Raft panics on an applied index it cannot have; a damaged data dir
+	// is refused with an error instead.
+	if hs, _, err := cfg.Storage.InitialState(); err != nil {
+		return nil, fmt.Errorf("raftnode: %w", err)
+	} else if first, _ := cfg.Storage.FirstIndex(); cfg.Applied > hs.GetCommit() || cfg.Applied+1 < first {
+		return nil, fmt.Errorf("raftnode: applied index %d is outside the log (first index %d, commit %d): the data dir is inconsistent", cfg.Applied, first, hs.GetCommit())
+	}
 	rn, err := raft.NewRawNode(rc)
 	if err != nil {
 		return nil, fmt.Errorf("raftnode: %w", err)
