@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/prometheus/client_golang/prometheus"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"github.com/cairnkv/cairn/internal/apply"
@@ -16,10 +17,27 @@ type KV struct {
 	pb.UnimplementedKVServer
 	m         *member.Member
 	maxTxnOps int
+
+	ranges, proposalsFailed prometheus.Counter
 }
 
 // NewKV returns the KV service of m.
-func NewKV(m *member.Member, maxTxnOps int) *KV { return &KV{m: m, maxTxnOps: maxTxnOps} }
+func NewKV(m *member.Member, maxTxnOps int) *KV {
+	return &KV{
+		m: m, maxTxnOps: maxTxnOps,
+		ranges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "etcd_mvcc_range_total", Help: "Total number of ranges seen by this member.",
+		}),
+		proposalsFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "etcd_server_proposals_failed_total", Help: "The total number of failed proposals seen.",
+		}),
+	}
+}
+
+// Collectors returns the service's metrics (etcd's names), for registration.
+func (s *KV) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{s.ranges, s.proposalsFailed}
+}
 
 func (s *KV) header(h *pb.ResponseHeader) *pb.ResponseHeader {
 	out := s.m.Header(h.GetRevision())
@@ -31,6 +49,7 @@ func (s *KV) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeResponse, 
 	if err := checkRange(r); err != nil {
 		return nil, err
 	}
+	s.ranges.Inc()
 	if !r.Serializable {
 		if err := s.m.LinearizableBarrier(ctx); err != nil {
 			return nil, togRPC(err)
@@ -144,6 +163,7 @@ func (s *KV) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.Compacti
 func (s *KV) propose(ctx context.Context, req *pb.InternalRaftRequest) (apply.Result, error) {
 	res, err := s.m.Propose(ctx, req)
 	if err != nil {
+		s.proposalsFailed.Inc()
 		return res, togRPC(err)
 	}
 	if res.Err != nil {

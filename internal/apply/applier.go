@@ -9,6 +9,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -81,6 +82,8 @@ type Applier struct {
 
 	waitMu  sync.Mutex
 	waiters []indexWaiter
+
+	met *metrics
 }
 
 type indexWaiter struct {
@@ -98,7 +101,7 @@ func New(lg *zap.Logger, cfg Config) (*Applier, error) {
 	if lg == nil {
 		lg = zap.NewNop()
 	}
-	a := &Applier{lg: lg, cfg: cfg}
+	a := &Applier{lg: lg, cfg: cfg, met: newMetrics()}
 	index, term, err := readApplied(cfg.DB)
 	if err != nil {
 		return nil, err
@@ -235,6 +238,7 @@ func readApplied(r pebble.Reader) (index, term uint64, err error) {
 }
 
 func (a *Applier) applyBatch(batch []raftnode.Apply) error {
+	start := time.Now()
 	reqs, indexed, err := a.decode(batch)
 	if err != nil {
 		return err
@@ -276,6 +280,7 @@ func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 			case raftpb.EntryType_EntryNormal:
 				if req := reqs[idx]; req != nil {
 					deliveries = append(deliveries, a.applyNormal(b, req))
+					a.met.count(req)
 				}
 			case raftpb.EntryType_EntryConfChange, raftpb.EntryType_EntryConfChangeV2:
 				fns, err := a.applyConfChange(b, e, ap.ConfStates[idx], ap.Rejected[idx])
@@ -302,9 +307,14 @@ func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 	}
 	// No fsync: the raft log is durable and replays anything lost here.
 	failpoint.Hit(failpoint.ApplyBeforeCommit)
+	commitStart := time.Now()
 	if err := b.Commit(pebble.NoSync); err != nil {
 		a.cfg.Store.Abandon()
 		return fmt.Errorf("apply: commit batch ending at %d: %w", last, err)
+	}
+	a.met.backendCommit.Observe(time.Since(commitStart).Seconds())
+	if time.Since(start) > slowApply {
+		a.met.slowApply.Inc()
 	}
 	failpoint.Hit(failpoint.ApplyAfterCommit)
 	a.cfg.Store.Publish()

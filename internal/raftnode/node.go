@@ -161,6 +161,8 @@ type Node struct {
 	// durableTerm and durableVote are the persisted HardState's (raft
 	// goroutine only).
 	durableTerm, durableVote uint64
+
+	met *metrics
 }
 
 // New creates the node; Run starts it.
@@ -213,6 +215,7 @@ func New(lg *zap.Logger, cfg Config) (*Node, error) {
 		stopped:  make(chan struct{}),
 		inflight: make(map[string]*readBatch),
 		readSeq:  uint64(time.Now().UnixNano()),
+		met:      newMetrics(),
 	}
 	if hs, _, err := cfg.Storage.InitialState(); err == nil {
 		n.durableTerm, n.durableVote = hs.GetTerm(), hs.GetVote()
@@ -371,6 +374,7 @@ func (n *Node) Run(ctx context.Context) error {
 					// Dropped by raft or lost on the network: the
 					// readers try again in the next round.
 					n.lg.Debug("read index round unanswered; retrying")
+					n.met.slowReadIndex.Inc()
 					n.failReads(ErrLeaderChanged)
 				}
 			}
@@ -465,6 +469,9 @@ func (n *Node) issueRead() {
 }
 
 func (n *Node) failReads(err error) {
+	if len(n.inflight) > 0 && !errors.Is(err, ErrStopped) {
+		n.met.readIndexFailed.Inc()
+	}
 	for k, b := range n.inflight {
 		b.err = err
 		close(b.done)
@@ -477,6 +484,9 @@ func (n *Node) handleReady(ctx context.Context) error {
 	if rd.SoftState != nil {
 		if old := n.lead.Swap(rd.SoftState.Lead); old != rd.SoftState.Lead {
 			n.lg.Info("leader changed", zap.Uint64("from", old), zap.Uint64("to", rd.SoftState.Lead))
+			if rd.SoftState.Lead != raft.None {
+				n.met.leaderChanges.Inc()
+			}
 			// A read round in flight under the old leader may never be
 			// answered, or be answered by a deposed leader: retry it.
 			n.failReads(ErrLeaderChanged)
@@ -536,8 +546,19 @@ func (n *Node) handleReady(ctx context.Context) error {
 		msgs = late
 	}
 	failpoint.Hit(failpoint.RaftBeforeSync)
+	start := time.Now()
 	if err := n.cfg.Storage.Save(hs, rd.Entries, rd.MustSync); err != nil {
 		return fmt.Errorf("raftnode: persist ready: %w", err)
+	}
+	if rd.MustSync {
+		n.met.walFsync.Observe(time.Since(start).Seconds())
+	}
+	if len(rd.Entries) > 0 {
+		size := 0
+		for _, e := range rd.Entries {
+			size += len(e.GetData())
+		}
+		n.met.walWriteBytes.Add(float64(size))
 	}
 	failpoint.Hit(failpoint.RaftAfterSync)
 	if hs != nil {

@@ -117,6 +117,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.m.RegisterPeer(peerGS)
 	peerHTTP := &http.Server{Handler: s.m.PeerHTTP(), ReadHeaderTimeout: 10 * time.Second}
 	kv, mt, cl := api.NewKV(s.m, int(s.cfg.MaxTxnOps)), api.NewMaintenance(s.m), api.NewCluster(s.m)
+	s.reg.MustRegister(kv.Collectors()...)
 	pb.RegisterKVServer(gs, kv)
 	pb.RegisterMaintenanceServer(gs, mt)
 	pb.RegisterClusterServer(gs, cl)
