@@ -10,7 +10,7 @@ import (
 )
 
 // Maintenance serves etcdserverpb.Maintenance. RPCs not listed here answer
-// Unimplemented until they are built (Snapshot, Downgrade).
+// Unimplemented until they are built (Downgrade).
 type Maintenance struct {
 	pb.UnimplementedMaintenanceServer
 	m *member.Member
@@ -76,4 +76,23 @@ func (s *Maintenance) Hash(ctx context.Context, _ *pb.HashRequest) (*pb.HashResp
 		return nil, togRPC(err)
 	}
 	return &pb.HashResponse{Header: s.m.Header(0), Hash: h}, nil
+}
+
+// snapshotChunk is the size of one Snapshot response's blob (etcd's).
+const snapshotChunk = 32 << 10
+
+// Snapshot streams a backup of the member's applied state: a Cairn backup
+// file (package backup), which `etcdctl snapshot save` stores and
+// `cairnctl snapshot restore` turns into the data dirs of a new cluster.
+func (s *Maintenance) Snapshot(_ *pb.SnapshotRequest, stream pb.Maintenance_SnapshotServer) error {
+	body, err := s.m.Backup()
+	if err != nil {
+		return togRPC(err)
+	}
+	defer body.Close()
+	// The header's revision is the backup's point in time, as etcd's.
+	hdr := s.m.Header(body.Revision)
+	return body.Stream(snapshotChunk, func(p []byte, remaining int64) error {
+		return stream.Send(&pb.SnapshotResponse{Header: hdr, RemainingBytes: uint64(remaining), Blob: p, Version: "3.7.0"})
+	})
 }

@@ -33,8 +33,9 @@ const (
 
 // binaries are built (or taken from the environment) once by TestMain.
 var binaries struct {
-	server  string // cairn, or E2E_SERVER_BINARY
-	etcdctl string
+	server   string // cairn, or E2E_SERVER_BINARY
+	etcdctl  string
+	cairnctl string
 }
 
 func TestMain(m *testing.M) {
@@ -64,6 +65,10 @@ func buildBinaries(dir string) error {
 			return testproc.GoBuild("-race", "-o", binaries.server, "./cmd/cairn")
 		})
 	}
+	binaries.cairnctl = filepath.Join(dir, "cairnctl")
+	builds = append(builds, func() error {
+		return testproc.GoBuild("-race", "-o", binaries.cairnctl, "./cmd/cairnctl")
+	})
 	binaries.etcdctl = os.Getenv("E2E_ETCDCTL_BINARY")
 	if binaries.etcdctl == "" {
 		binaries.etcdctl = filepath.Join(dir, "etcdctl")
