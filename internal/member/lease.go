@@ -54,9 +54,11 @@ type leaderConfirmation struct {
 
 // LeaseOptions are lease test seams.
 type LeaseOptions struct {
-	// CheckpointInterval and RevokeRate override the lessor's defaults.
+	// CheckpointInterval, RevokeRate and CheckpointRate override the
+	// lessor's defaults.
 	CheckpointInterval time.Duration
 	RevokeRate         int
+	CheckpointRate     int
 }
 
 func newLeases(lg *zap.Logger, m *Member, clk clock.Clock, o LeaseOptions) (*leases, error) {
@@ -204,22 +206,40 @@ func (m *Member) renewLocal(ctx context.Context, id int64) (int64, error) {
 			return -1, err
 		}
 	}
-	if l.NeedsClear(id) {
-		// A checkpointed remaining TTL would outlive this renewal on a
-		// new leader and expire the lease early: clear it through raft
-		// first (at most two such entries per lease per checkpoint
-		// interval, as etcd).
-		_, err := m.proposeAsLeader(ctx, &pb.InternalRaftRequest{LeaseCheckpoint: &pb.LeaseCheckpointRequest{
-			Checkpoints: []*pb.LeaseCheckpoint{{ID: id, Remaining_TTL: 0}},
-		}})
-		if errors.Is(err, raftnode.ErrNotLeader) {
-			return -1, lease.ErrNotPrimary
-		}
-		if err != nil {
-			return -1, err
+	for {
+		ttl, err := l.Renew(id)
+		switch {
+		case errors.Is(err, lease.ErrCheckpointPending):
+			// Its checkpoint would record the remaining TTL from before
+			// this renewal: wait until it is applied, then clear it.
+			if ch := l.CheckpointPending(id); ch != nil {
+				select {
+				case <-ch:
+				case <-ctx.Done():
+					return -1, m.ctxErr(ctx, ctx.Err())
+				case <-m.stopping:
+					return -1, ErrStopped
+				}
+			}
+		case errors.Is(err, lease.ErrNeedsClear):
+			// A checkpointed remaining TTL would outlive this renewal on
+			// a new leader and expire the lease early: clear it through
+			// raft first. Leases kept alive are not checkpointed, so
+			// this costs at most two entries per lease per checkpoint
+			// interval (as etcd), and only for leases that were idle.
+			_, err := m.proposeAsLeader(ctx, &pb.InternalRaftRequest{LeaseCheckpoint: &pb.LeaseCheckpointRequest{
+				Checkpoints: []*pb.LeaseCheckpoint{{ID: id, Remaining_TTL: 0}},
+			}})
+			if errors.Is(err, raftnode.ErrNotLeader) {
+				return -1, lease.ErrNotPrimary
+			}
+			if err != nil {
+				return -1, err
+			}
+		default:
+			return ttl, err
 		}
 	}
-	return l.Renew(id)
 }
 
 // LeaseRenew renews lease id and returns its TTL. Only the leader renews;
@@ -438,7 +458,14 @@ func (m *Member) runLeases(ctx context.Context) {
 	sem := make(chan struct{}, maxPendingRevokes)
 	var promoted uint64 // the term this member is primary in, 0 if not
 	var refreshing atomic.Bool
+	// Token buckets: revocations and checkpointed leases per second.
 	budget, last := 0.0, ls.clock.Now()
+	cpRate := float64(lease.DefaultCheckpointRate)
+	if m.leaseOpts.CheckpointRate > 0 {
+		cpRate = float64(m.leaseOpts.CheckpointRate)
+	}
+	cpBudget := 0.0
+	var cpInflight atomic.Bool // one checkpoint entry at a time
 	for {
 		select {
 		case <-ctx.Done():
@@ -459,7 +486,9 @@ func (m *Member) runLeases(ctx context.Context) {
 			m.lg.Info("demoted lessor", zap.Uint64("term", term))
 		}
 		now := ls.clock.Now()
-		budget = min(budget+rate*now.Sub(last).Seconds(), max(rate/2, 1))
+		elapsed := now.Sub(last).Seconds()
+		budget = min(budget+rate*elapsed, max(rate/2, 1))
+		cpBudget = min(cpBudget+cpRate*elapsed, max(cpRate/2, lease.MaxCheckpointBatch))
 		last = now
 		if promoted == 0 {
 			continue
@@ -483,14 +512,22 @@ func (m *Member) runLeases(ctx context.Context) {
 				})
 			}
 		}
-		if len(sem) < maxPendingRevokes {
-			if cps := l.DueCheckpoints(lease.MaxCheckpointBatch); len(cps) > 0 {
+		// Checkpoints: batched (up to MaxCheckpointBatch leases per
+		// entry), one entry in flight at a time, at most cpRate leases
+		// per second, so that many leases cannot flood raft.
+		if n := min(int(cpBudget), lease.MaxCheckpointBatch); n > 0 && len(sem) < maxPendingRevokes && !cpInflight.Load() {
+			if cps, seq := l.DueCheckpoints(n); len(cps) > 0 {
+				cpBudget -= float64(len(cps))
 				sem <- struct{}{}
+				cpInflight.Store(true)
 				wg.Go(func() {
-					defer func() { <-sem }()
+					defer func() { <-sem; cpInflight.Store(false) }()
 					_, err := m.proposeAsLeader(ctx, &pb.InternalRaftRequest{LeaseCheckpoint: &pb.LeaseCheckpointRequest{Checkpoints: cps}})
-					if err != nil && ctx.Err() == nil {
-						m.lg.Warn("failed to checkpoint leases", zap.Int("leases", len(cps)), zap.Error(err))
+					if err != nil {
+						l.CheckpointsFailed(seq, cps)
+						if ctx.Err() == nil {
+							m.lg.Warn("failed to checkpoint leases", zap.Int("leases", len(cps)), zap.Error(err))
+						}
 					}
 				})
 			}

@@ -218,3 +218,71 @@ func TestLeasesTravelInSnapshots(t *testing.T) {
 	})
 	c.waitConverged(1000)
 }
+
+// TestLeaseBoundedAcrossLeaderChanges: leadership moves every 2 s while a
+// client keeps one lease alive through a follower and leaves another (TTL
+// 4 s) to run down. Each new leader gives every lease its checkpointed
+// remaining TTL plus an election timeout; because short leases are
+// checkpointed too (every TTL/2, and 1 s + an election timeout after a
+// promotion), the repeated elections cannot keep the idle lease alive: it
+// is revoked no earlier than its TTL and no later than TTL + (TTL/2 + an
+// election timeout + 1 s) per leader change (docs/design.md). Before short
+// leases were checkpointed, every change restarted it at its full TTL and
+// it never expired. The kept-alive lease survives every change.
+func TestLeaseBoundedAcrossLeaderChanges(t *testing.T) {
+	c := newCluster(t, 3)
+	ctx := context.Background()
+	via := c.others(c.waitLeader())[0]
+	const ttl = 4
+	start := via.clk.Now()
+	passive := c.grant(via, ttl)
+	kept := c.grant(via, ttl)
+	c.putWithLease(via, "passive", "v", passive)
+	c.putWithLease(via, "kept", "v", kept)
+
+	lastRenew, lastMove := via.clk.Now(), via.clk.Now()
+	changes := 0
+	var gone time.Time
+	for gone.IsZero() {
+		now := via.clk.Now()
+		if now.Sub(start) > 60*time.Second {
+			t.Fatalf("the idle lease with TTL %ds outlived %d leader changes in %v", ttl, changes, now.Sub(start))
+		}
+		if now.Sub(lastMove) >= 2*time.Second {
+			ld := c.waitLeader()
+			next := c.others(ld)[changes%2]
+			if _, err := drive(c, opTicks, func() (struct{}, error) { return struct{}{}, ld.member().MoveLeader(ctx, next.ID()) }); err != nil {
+				t.Fatalf("move leader %s -> %s: %v", ld.name, next.name, err)
+			}
+			changes++
+			lastMove = via.clk.Now()
+		}
+		if now.Sub(lastRenew) >= time.Second {
+			if got, err := c.renew(via, kept); err != nil || got != ttl {
+				t.Fatalf("renew after %d leader changes: ttl %d, %v", changes, got, err)
+			}
+			lastRenew = via.clk.Now()
+		}
+		c.tick()
+		if _, ok := get(via, "kept"); !ok {
+			t.Fatalf("kept-alive lease expired after %v, %d leader changes", via.clk.Now().Sub(start), changes)
+		}
+		if _, ok := get(via, "passive"); !ok {
+			gone = via.clk.Now()
+		}
+	}
+	lived := gone.Sub(start)
+	election := electionTicks * heartbeat
+	perChange := ttl*time.Second/2 + election + time.Second
+	t.Logf("idle lease (TTL %ds) revoked after %v, %d leader changes", ttl, lived, changes)
+	if lived < ttl*time.Second {
+		t.Fatalf("idle lease with TTL %ds revoked after %v", ttl, lived)
+	}
+	// Slack: the grant's and the revocation's own commits.
+	if bound := ttl*time.Second + time.Duration(changes)*perChange + 500*time.Millisecond; lived > bound {
+		t.Fatalf("idle lease with TTL %ds revoked after %v, %d leader changes: bound %v", ttl, lived, changes, bound)
+	}
+	if changes < 2 {
+		t.Fatalf("only %d leader changes during the lease's life", changes)
+	}
+}
