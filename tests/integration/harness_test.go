@@ -378,7 +378,7 @@ func (nd *node) ID() uint64 {
 // raft loop took it (a stopped member takes none).
 func (nd *node) tick() {
 	nd.mu.Lock()
-	ticks, done, running := nd.ticks, nd.done, nd.running
+	ticks, done, running, m := nd.ticks, nd.done, nd.running, nd.m
 	nd.mu.Unlock()
 	if !running {
 		return
@@ -387,6 +387,9 @@ func (nd *node) tick() {
 	select {
 	case ticks <- time.Time{}:
 	case <-done:
+	case <-m.Removed():
+		// A removed member stops its raft loop at once but Run returns
+		// only once the harness stops it (member.Run's contract).
 	case <-time.After(stuckTimeout):
 		nd.c.t.Errorf("%s: the raft loop took no tick for %v (wedged?)", nd.name, stuckTimeout)
 	}
