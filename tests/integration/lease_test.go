@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -284,5 +285,59 @@ func TestLeaseBoundedAcrossLeaderChanges(t *testing.T) {
 	}
 	if changes < 2 {
 		t.Fatalf("only %d leader changes during the lease's life", changes)
+	}
+}
+
+// TestLeaseRenewBatchedThroughFollower: many clients renew through one
+// follower at once; the follower forwards their renewals to the leader in
+// shared batches, and each gets its own answer: the TTL, or "not found"
+// for a lease that does not exist (one unknown ID does not fail the
+// others).
+func TestLeaseRenewBatchedThroughFollower(t *testing.T) {
+	c := newCluster(t, 3)
+	f := c.others(c.waitLeader())[0]
+	ttls := map[int64]int64{}
+	for i := 0; i < 40; i++ {
+		ttl := int64(5 + i%7)
+		ttls[c.grant(f, ttl)] = ttl
+	}
+	const unknown = int64(0x7e57)
+	ttls[unknown] = -1
+	type answer struct {
+		id, ttl int64
+		err     error
+	}
+	const rounds = 3
+	all, _ := drive(c, opTicks, func() ([]answer, error) {
+		var wg sync.WaitGroup
+		out := make(chan answer, rounds*len(ttls))
+		for round := 0; round < rounds; round++ {
+			for id := range ttls {
+				wg.Go(func() {
+					ttl, err := f.member().LeaseRenew(context.Background(), id)
+					out <- answer{id, ttl, err}
+				})
+			}
+		}
+		wg.Wait()
+		close(out)
+		var all []answer
+		for a := range out {
+			all = append(all, a)
+		}
+		return all, nil
+	})
+	if len(all) != rounds*len(ttls) {
+		t.Fatalf("%d answers, want %d", len(all), rounds*len(ttls))
+	}
+	for _, a := range all {
+		switch want := ttls[a.id]; {
+		case want < 0:
+			if !errors.Is(a.err, lease.ErrNotFound) {
+				t.Errorf("renew of unknown lease %x: ttl %d, %v; want not found", a.id, a.ttl, a.err)
+			}
+		case a.err != nil || a.ttl != want:
+			t.Errorf("renew of lease %x: ttl %d, %v; want %d", a.id, a.ttl, a.err, want)
+		}
 	}
 }
