@@ -252,6 +252,7 @@ func TestRenewWaitsForCheckpointInFlight(t *testing.T) {
 	e.clk.Advance(5 * time.Second)
 	cps, seq := e.l.DueCheckpoints(10)
 	require.Equal(t, []*pb.LeaseCheckpoint{{ID: 1, Remaining_TTL: 5}}, cps)
+	require.NotZero(t, seq)
 	_, err := e.l.Renew(1)
 	require.ErrorIs(t, err, ErrCheckpointPending)
 	_, ok, _ := e.l.TryRenew(1)
