@@ -110,7 +110,7 @@ type Lessor struct {
 	}
 }
 
-// lease is one lease in memory: about 80 bytes plus its map entry.
+// lease is one lease in memory: 136 bytes plus its map entry.
 type lease struct {
 	id  int64
 	ttl int64 // granted TTL in seconds (already raised to the minimum)
