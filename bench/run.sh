@@ -17,9 +17,14 @@
 #                all     = default + put-seq-c500 put-rand-c1 put-rand-c500 watch-latency
 #                MODE=cluster: default = put-seq-c1 put-seq-c100 range-l-c1 range-s-c1
 #                          range-l-c100 range-s-c100 range-l-c500 range-s-c500 txn-put-c100
+#                          lease-keepalive-c1 lease-keepalive-c100
+#                          lease-keepalive-follower-c1 lease-keepalive-follower-c100
 #                          all = default + put-seq-c500 put-rand-c1 put-rand-c500 watch-latency
 #                          (no load-1m in cluster mode)
 #                lease   = lease-keepalive-c1 lease-keepalive-c100 lease-storm
+#                          MODE=cluster: lease-keepalive-{,follower-}c{1,100} (no lease-storm)
+#                lease-keepalive-*: sent to the leader; lease-keepalive-follower-*: sent to
+#                          one follower, which forwards them to the leader (MODE=cluster only)
 #                lease-storm: LEASE_STORM_LEASES leases with one key each, granted in a burst;
 #                          put throughput before and during their expiry, and the time to revoke
 #                          them all (bench/leasestorm; single mode only)
@@ -129,19 +134,22 @@ SUITE=(
   "watch-latency|1|1|$(n 2000)|watch-latency --streams=10 --watchers-per-stream=10 --put-rate=200 --put-total=$(n 2000) --val-size=256"
   "lease-keepalive-c1|1|1|$(n 10000)|lease-keepalive --total=$(n 10000)"
   "lease-keepalive-c100|100|10|$(n 100000)|lease-keepalive --total=$(n 100000)"
+  "lease-keepalive-follower-c1|1|1|$(n 10000)|lease-keepalive --total=$(n 10000)"
+  "lease-keepalive-follower-c100|100|10|$(n 100000)|lease-keepalive --total=$(n 100000)"
 )
 DEFAULT_TESTS="put-seq-c1 put-seq-c100 range-l-c1 range-s-c1 range-l-c500 range-s-c500 txn-put-c100 load-1m"
 ALL_TESTS="put-seq-c1 put-seq-c100 put-seq-c500 put-rand-c1 put-rand-c500 range-l-c1 range-s-c1 range-l-c500 range-s-c500 txn-put-c100 watch-latency load-1m"
 KNOWN_TESTS="$ALL_TESTS range-l-c100 range-s-c100 lease-keepalive-c1 lease-keepalive-c100 lease-storm"
 if [ "$MODE" = cluster ]; then
-  DEFAULT_TESTS="put-seq-c1 put-seq-c100 range-l-c1 range-s-c1 range-l-c100 range-s-c100 range-l-c500 range-s-c500 txn-put-c100"
-  ALL_TESTS="put-seq-c1 put-seq-c100 put-seq-c500 put-rand-c1 put-rand-c500 range-l-c1 range-s-c1 range-l-c100 range-s-c100 range-l-c500 range-s-c500 txn-put-c100 watch-latency"
-  KNOWN_TESTS="$ALL_TESTS lease-keepalive-c1 lease-keepalive-c100"
+  CLUSTER_LEASE_TESTS="lease-keepalive-c1 lease-keepalive-c100 lease-keepalive-follower-c1 lease-keepalive-follower-c100"
+  DEFAULT_TESTS="put-seq-c1 put-seq-c100 range-l-c1 range-s-c1 range-l-c100 range-s-c100 range-l-c500 range-s-c500 txn-put-c100 $CLUSTER_LEASE_TESTS"
+  ALL_TESTS="put-seq-c1 put-seq-c100 put-seq-c500 put-rand-c1 put-rand-c500 range-l-c1 range-s-c1 range-l-c100 range-s-c100 range-l-c500 range-s-c500 txn-put-c100 watch-latency $CLUSTER_LEASE_TESTS"
+  KNOWN_TESTS="$ALL_TESTS"
 fi
 case "$TESTS" in
   default) SELECTED=$DEFAULT_TESTS ;;
   all) SELECTED=$ALL_TESTS ;;
-  lease) SELECTED="lease-keepalive-c1 lease-keepalive-c100"; [ "$MODE" = cluster ] || SELECTED+=" lease-storm" ;;
+  lease) if [ "$MODE" = cluster ]; then SELECTED=$CLUSTER_LEASE_TESTS; else SELECTED="lease-keepalive-c1 lease-keepalive-c100 lease-storm"; fi ;;
   *) SELECTED=$TESTS ;;
 esac
 for t in $SELECTED; do
@@ -358,6 +366,13 @@ find_leader() {
     sleep 0.2
   done
 }
+# follower_ep: the client endpoint of the first member that is not the leader
+follower_ep() {
+  local i
+  for i in 0 1 2; do
+    if [ "127.0.0.1:${CPORTS[$i]}" != "$LEADER_EP" ]; then echo "127.0.0.1:${CPORTS[$i]}"; return; fi
+  done
+}
 dead_members() { # names of members whose process is gone
   local i out=""
   for i in 0 1 2; do kill -0 "${CLUSTER_PIDS[$i]:-0}" 2>/dev/null || out+=" ${MEMBERS[$i]}"; done
@@ -498,7 +513,7 @@ run_suite() { # $1=server ; writes $OUT/$1/suite.tsv
         log "$s: LEADER CHANGED $prev -> $LEADER_NAME ($LEADER_EP) before $name"
         echo "$prev -> $LEADER_NAME before $name" >> "$dir/leader-changes"
       fi
-      case "$name" in range-*) eps=$ALL_EPS ;; *) eps=$LEADER_EP ;; esac
+      case "$name" in range-*) eps=$ALL_EPS ;; *-follower-*) eps=$(follower_ep) ;; *) eps=$LEADER_EP ;; esac
       extra="\t$LEADER_NAME\t$eps"
     fi
     idle=$(quiet_wait)
@@ -662,7 +677,7 @@ cluster_summary() {
   for line in "${SUITE[@]}"; do
     IFS='|' read -r name clients conns reqs _ <<< "$line"
     want "$name" || continue
-    case "$name" in range-*) eps="all 3" ;; *) eps="leader" ;; esac
+    case "$name" in range-*) eps="all 3" ;; *-follower-*) eps="follower" ;; *) eps="leader" ;; esac
     printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s/%s | %s | %s | %s / %s | %s / %s |\n" "$name" \
       "$(qps_cell etcd "$name")" "$(qps_cell cairn "$name")" \
       "$(ratio "$(field etcd "$name" qps)" "$(field cairn "$name" qps)")" \

@@ -42,6 +42,13 @@ func togRPC(err error) error {
 		return rpctypes.ErrGRPCRequestTooLarge
 	case errors.Is(err, member.ErrTimeout):
 		return rpctypes.ErrGRPCTimeout
+	case errors.Is(err, member.ErrNoLeaderTimeout):
+		// Compat: etcd returns the context error of a proposal that
+		// waited for a leader until its request timeout, and gRPC turns
+		// it into this status (observed: etcd 3.7.3, two of three
+		// members down, `etcdctl --command-timeout=20s put` is answered
+		// after 7 s).
+		return status.Error(codes.DeadlineExceeded, context.DeadlineExceeded.Error())
 	case errors.Is(err, raftnode.ErrNoLeader):
 		return rpctypes.ErrGRPCNoLeader
 	case errors.Is(err, raftnode.ErrLeaderChanged):

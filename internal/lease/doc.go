@@ -21,8 +21,8 @@
 // This package must never propose to raft, revoke on its own, read the
 // wall clock directly (it takes a clock.Clock), or hold the keys of every
 // lease in memory: attached keys are read from Pebble only for the one
-// lease being revoked or inspected. Memory is O(number of leases), about a
-// hundred bytes each.
+// lease being revoked or inspected. Memory is O(number of leases), about
+// 150 bytes each (the struct is 136 B, plus its map entry).
 //
 // Concurrency: Lessor.mu guards the table and the heaps; it is never held
 // while calling out of the package. Lock order: apply → lease.mu.

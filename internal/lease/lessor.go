@@ -28,10 +28,19 @@ const (
 	// DefaultRevokeRate is how many expired leases the primary revokes per
 	// second at most, so an expiry storm cannot starve client writes.
 	DefaultRevokeRate = 1000
-	// DefaultCheckpointInterval is how often the primary records a lease's
-	// remaining TTL through raft (etcd: 5 minutes, behind a feature gate;
-	// Cairn always checkpoints).
+	// DefaultCheckpointInterval is the longest interval at which the
+	// primary records a lease's remaining TTL through raft (etcd: 5
+	// minutes, only for leases longer than that, behind a feature gate;
+	// Cairn always checkpoints, every lease: see checkpointInterval).
 	DefaultCheckpointInterval = 5 * time.Minute
+	// MinCheckpointInterval is the shortest interval at which one lease is
+	// checkpointed, whatever its TTL.
+	MinCheckpointInterval = time.Second
+	// DefaultCheckpointRate is how many leases the primary checkpoints per
+	// second at most (the member's lease loop enforces it): 10 raft
+	// entries of MaxCheckpointBatch, about 20 KB each. With more leases
+	// due, checkpoints are late, which loosens the bound (docs/design.md).
+	DefaultCheckpointRate = 10_000
 	// ExpiredRetryInterval is how long the primary waits before it offers
 	// an expired lease for revocation again, should the first revoke be
 	// lost (etcd: 3 s).
@@ -48,14 +57,21 @@ var (
 	// ErrNotPrimary: only the primary (leader) renews leases and knows
 	// their remaining TTLs; the caller forwards to the leader.
 	ErrNotPrimary = errors.New("lease: not the primary lessor")
+	// ErrNeedsClear: the lease has a checkpointed remaining TTL that a
+	// renewal must clear through raft first (see Member.renewLocal).
+	ErrNeedsClear = errors.New("lease: checkpoint to clear before renewal")
+	// ErrCheckpointPending: a checkpoint of the lease is on its way
+	// through raft; renew once it is applied (CheckpointPending).
+	ErrCheckpointPending = errors.New("lease: checkpoint in flight")
 )
 
 // Config configures a Lessor.
 type Config struct {
 	// Clock drives expiry and checkpoints (clock.Real{} if nil).
 	Clock clock.Clock
-	// CheckpointInterval: a lease whose remaining TTL exceeds it gets its
-	// remaining TTL checkpointed that often (DefaultCheckpointInterval if 0).
+	// CheckpointInterval caps the interval at which a lease that is not
+	// kept alive gets its remaining TTL checkpointed
+	// (DefaultCheckpointInterval if 0); see checkpointInterval.
 	CheckpointInterval time.Duration
 	// RevokeRate is the number of expired leases revoked per second at most
 	// (DefaultRevokeRate if 0). Promote spreads expiries piled into one
@@ -84,10 +100,17 @@ type Lessor struct {
 		primary     bool
 		expiry      expiryHeap
 		checkpoints checkpointHeap
+		// cpSeq numbers the checkpoint batches handed out by
+		// DueCheckpoints.
+		cpSeq uint64
+		// cpSettled, when not nil, is closed (and cleared) the next time
+		// an in-flight checkpoint is applied or given up (see
+		// CheckpointPending).
+		cpSettled chan struct{}
 	}
 }
 
-// lease is one lease in memory: about 80 bytes plus its map entry.
+// lease is one lease in memory: 136 bytes plus its map entry.
 type lease struct {
 	id  int64
 	ttl int64 // granted TTL in seconds (already raised to the minimum)
@@ -100,6 +123,14 @@ type lease struct {
 	// was handed out for revocation.
 	due time.Time
 	idx int // index in the expiry heap, -1 if not in it
+	// Checkpoint schedule (primary only). renewedAt is the last renewal
+	// on this primary (zero: none since promotion or grant); cpAt is when
+	// the lease's next checkpoint is due (zero: none planned; heap entries
+	// with another time are stale); cpSeq is the batch of the checkpoint
+	// in flight through raft (0: none).
+	renewedAt time.Time
+	cpAt      time.Time
+	cpSeq     uint64
 }
 
 // New loads the lease table from db.
@@ -233,7 +264,7 @@ func (l *Lessor) StageGrant(b *pebble.Batch, id, ttl int64) (int64, error) {
 	l.mu.leases[id] = ls
 	if l.mu.primary {
 		l.refreshLocked(ls, 0)
-		l.scheduleCheckpointLocked(ls)
+		l.scheduleCheckpointLocked(ls, l.clock.Now().Add(l.checkpointInterval(ls)))
 	}
 	l.met.granted.Inc()
 	l.met.ttl.Observe(float64(ttl))
@@ -341,15 +372,29 @@ func (l *Lessor) StageCheckpoint(b *pebble.Batch, id, remaining int64) {
 	if !l.mu.primary {
 		return
 	}
+	if ls.cpSeq != 0 {
+		ls.cpSeq = 0
+		l.settledLocked()
+	}
 	now := l.clock.Now()
 	if ls.remaining > 0 && ls.expiry.Sub(now) > time.Duration(ls.remaining+1)*time.Second {
-		// Renewed after this checkpoint was taken: the recorded remaining
-		// TTL is stale and would make a new leader expire the lease early.
-		// Record the current one at once.
-		heap.Push(&l.mu.checkpoints, checkpoint{id: id, at: now})
+		// Renewed after this checkpoint was taken (possible only if it
+		// was handed out in an earlier term of this member: renewals wait
+		// for checkpoints in flight): the recorded remaining TTL is stale
+		// and would make a new leader expire the lease early. Record the
+		// current one at once.
+		l.scheduleCheckpointLocked(ls, now)
 		return
 	}
-	l.scheduleCheckpointLocked(ls)
+	l.scheduleCheckpointLocked(ls, now.Add(l.checkpointInterval(ls)))
+}
+
+// settledLocked wakes the renewals waiting for a checkpoint in flight.
+func (l *Lessor) settledLocked() {
+	if l.mu.cpSettled != nil {
+		close(l.mu.cpSettled)
+		l.mu.cpSettled = nil
+	}
 }
 
 // ---- reads ----
@@ -417,9 +462,31 @@ func (l *Lessor) NeedsClear(id int64) bool {
 	return ok && ls.remaining > 0
 }
 
+// CheckpointPending returns nil if lease id has no checkpoint in flight,
+// else a channel that is closed once some checkpoint in flight is applied
+// or given up (the caller checks again).
+func (l *Lessor) CheckpointPending(id int64) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ls, ok := l.mu.leases[id]
+	if !ok || ls.cpSeq == 0 {
+		return nil
+	}
+	if l.mu.cpSettled == nil {
+		l.mu.cpSettled = make(chan struct{})
+	}
+	return l.mu.cpSettled
+}
+
 // Renew restarts lease id's countdown at its full TTL and returns the TTL.
 // Only the primary renews. A lease past its expiry is as good as revoked:
 // its revocation is on its way, so it is not found.
+//
+// A renewal must never be undone by a checkpoint on the next leader, which
+// knows only what went through raft. So Renew refuses while a checkpoint
+// of the lease is in flight (ErrCheckpointPending: it would record the
+// pre-renewal remaining TTL after the renewal) or recorded
+// (ErrNeedsClear): the caller clears it through raft first.
 func (l *Lessor) Renew(id int64) (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -427,29 +494,42 @@ func (l *Lessor) Renew(id int64) (int64, error) {
 		return -1, ErrNotPrimary
 	}
 	ls, ok := l.mu.leases[id]
-	if !ok || !l.clock.Now().Before(ls.expiry) {
+	now := l.clock.Now()
+	if !ok || !now.Before(ls.expiry) {
 		return -1, ErrNotFound
 	}
-	l.refreshLocked(ls, 0)
-	l.met.renewed.Inc()
+	switch {
+	case ls.cpSeq != 0:
+		return -1, ErrCheckpointPending
+	case ls.remaining > 0:
+		return -1, ErrNeedsClear
+	}
+	l.renewLocked(ls, now)
 	return ls.ttl, nil
 }
 
+func (l *Lessor) renewLocked(ls *lease, now time.Time) {
+	l.refreshLocked(ls, 0)
+	ls.renewedAt = now
+	l.met.renewed.Inc()
+}
+
 // TryRenew is Renew for the common case, under one lock: it renews only if
-// this lessor is primary, the lease exists and has no checkpoint to clear.
-// ok is false when the caller must take the full path (see Member).
+// this lessor is primary, the lease exists and has no checkpoint to clear
+// or in flight. ok is false when the caller must take the full path (see
+// Member).
 func (l *Lessor) TryRenew(id int64) (ttl int64, ok bool, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	ls, found := l.mu.leases[id]
-	if !l.mu.primary || !found || ls.remaining > 0 {
+	if !l.mu.primary || !found || ls.remaining > 0 || ls.cpSeq != 0 {
 		return -1, false, nil
 	}
-	if !l.clock.Now().Before(ls.expiry) {
+	now := l.clock.Now()
+	if !now.Before(ls.expiry) {
 		return -1, true, ErrNotFound
 	}
-	l.refreshLocked(ls, 0)
-	l.met.renewed.Inc()
+	l.renewLocked(ls, now)
 	return ls.ttl, true, nil
 }
 
@@ -479,6 +559,12 @@ func (l *Lessor) setDueLocked(ls *lease, due time.Time) {
 // leases would then expire within one second than 3/4 of the revoke rate,
 // the later ones in that second are pushed back, so a leader change does
 // not line up a revoke storm (etcd-io/etcd#8097).
+//
+// Every lease's first checkpoint is due extend + 1 s after promotion: the
+// remaining TTL it records is then at least 1 s (whole seconds, rounded
+// up) below the one this primary started from, so a leader that lasts
+// that long (plus a commit) takes back the extension it granted and more,
+// and repeated elections cannot keep a lease alive (docs/design.md).
 func (l *Lessor) Promote(extend time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -524,8 +610,10 @@ func (l *Lessor) Promote(extend time.Duration) {
 		l.mu.expiry = append(l.mu.expiry, ls)
 	}
 	heap.Init(&l.mu.expiry)
+	first := now.Add(extend + time.Second)
 	for _, ls := range all {
-		l.scheduleCheckpointLocked(ls)
+		ls.renewedAt, ls.cpAt, ls.cpSeq = time.Time{}, time.Time{}, 0
+		l.scheduleCheckpointLocked(ls, first)
 	}
 }
 
@@ -545,7 +633,10 @@ func (l *Lessor) demoteLocked() {
 	l.mu.checkpoints = nil
 	for _, ls := range l.mu.leases {
 		ls.expiry, ls.due = time.Time{}, time.Time{}
+		ls.renewedAt, ls.cpAt, ls.cpSeq = time.Time{}, time.Time{}, 0
 	}
+	// Renewals waiting for a checkpoint fail over to the new leader.
+	l.settledLocked()
 }
 
 // Expired returns up to limit leases past their expiry, earliest first,
@@ -581,53 +672,99 @@ func (l *Lessor) NextExpiry() time.Time {
 	return l.mu.expiry[0].due
 }
 
-// scheduleCheckpointLocked plans a checkpoint of ls one interval from now
-// if its remaining TTL outlasts the interval (shorter leases lose at most
-// their own TTL on a leader change; etcd's rule).
-func (l *Lessor) scheduleCheckpointLocked(ls *lease) {
-	rem := ls.ttl
-	if ls.remaining > 0 {
-		rem = ls.remaining
-	}
-	if time.Duration(rem)*time.Second <= l.cfg.CheckpointInterval {
-		return
-	}
-	heap.Push(&l.mu.checkpoints, checkpoint{id: ls.id, at: l.clock.Now().Add(l.cfg.CheckpointInterval)})
+// checkpointInterval is how often lease ls, when not kept alive, has its
+// remaining TTL recorded: half its TTL, at least MinCheckpointInterval, at
+// most Config.CheckpointInterval. Half the TTL keeps leases kept alive by
+// clientv3 (a renewal every TTL/3) free of checkpoints (see
+// DueCheckpoints), and bounds what a leader change can add to a lease that
+// is not kept alive.
+func (l *Lessor) checkpointInterval(ls *lease) time.Duration {
+	iv := max(time.Duration(ls.ttl)*time.Second/2, MinCheckpointInterval)
+	return min(iv, l.cfg.CheckpointInterval)
 }
 
-// DueCheckpoints returns up to limit checkpoints that are due: each
-// lease's remaining TTL, rounded up to whole seconds.
-func (l *Lessor) DueCheckpoints(limit int) []*pb.LeaseCheckpoint {
+// scheduleCheckpointLocked plans ls's next checkpoint at at.
+func (l *Lessor) scheduleCheckpointLocked(ls *lease, at time.Time) {
+	ls.cpAt = at
+	heap.Push(&l.mu.checkpoints, checkpoint{id: ls.id, at: at})
+}
+
+// DueCheckpoints returns up to limit checkpoints that are due, each
+// lease's remaining TTL rounded up to whole seconds, and the number of the
+// batch. The leases are in flight until the batch is applied
+// (StageCheckpoint) or given up (CheckpointsFailed); renewals wait for
+// them meanwhile.
+//
+// A lease renewed on this primary within its interval is skipped: a new
+// leader gives it its full TTL (plus the extension), which is no less
+// than it has, so no raft entry is needed for leases that are kept alive.
+// Its checkpoint moves to one interval after the renewal, so a lease that
+// stops being kept alive is checkpointed one interval after its last
+// renewal.
+func (l *Lessor) DueCheckpoints(limit int) ([]*pb.LeaseCheckpoint, uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.mu.primary {
-		return nil
+		return nil, 0
 	}
 	now := l.clock.Now()
 	var cps []*pb.LeaseCheckpoint
+	seq := l.mu.cpSeq + 1
 	for len(cps) < limit && len(l.mu.checkpoints) > 0 && !now.Before(l.mu.checkpoints[0].at) {
 		cp := heap.Pop(&l.mu.checkpoints).(checkpoint)
 		ls, ok := l.mu.leases[cp.id]
-		if !ok {
-			continue
+		if !ok || !ls.cpAt.Equal(cp.at) || ls.cpSeq != 0 {
+			continue // gone, re-planned, or in flight
 		}
+		ls.cpAt = time.Time{}
 		rem := int64(math.Ceil(ls.expiry.Sub(now).Seconds()))
-		if rem >= ls.ttl && ls.remaining > 0 {
-			// Renewed since a checkpoint was recorded: clear it.
-			cps = append(cps, &pb.LeaseCheckpoint{ID: cp.id, Remaining_TTL: 0})
-			continue
+		if rem <= 0 {
+			continue // expired: its revocation is under way
 		}
-		if rem >= ls.ttl || rem <= 0 {
-			// Nothing to record (renewed since) or about to expire:
-			// re-plan if still long-lived.
-			if rem > 0 {
-				l.scheduleCheckpointLocked(ls)
+		iv := l.checkpointInterval(ls)
+		switch {
+		case ls.remaining > 0 && rem > ls.remaining:
+			// The record is stale (lower than the truth): fix it, or
+			// clear it if the lease has its full TTL again.
+			if rem >= ls.ttl {
+				rem = 0
 			}
+		case ls.remaining == 0 && !ls.renewedAt.IsZero() && now.Sub(ls.renewedAt) < iv:
+			// Kept alive: nothing to write.
+			l.scheduleCheckpointLocked(ls, ls.renewedAt.Add(iv))
+			continue
+		case ls.remaining == 0 && rem >= ls.ttl, rem == ls.remaining:
+			// The record already gives a new leader at least this.
+			l.scheduleCheckpointLocked(ls, now.Add(iv))
 			continue
 		}
+		ls.cpSeq = seq
 		cps = append(cps, &pb.LeaseCheckpoint{ID: cp.id, Remaining_TTL: rem})
 	}
-	return cps
+	if len(cps) == 0 {
+		return nil, 0
+	}
+	l.mu.cpSeq = seq
+	return cps, seq
+}
+
+// CheckpointsFailed is told that checkpoint batch seq (from
+// DueCheckpoints) did not go through raft: its leases are checkpointed
+// again at once, and their renewals go ahead.
+func (l *Lessor) CheckpointsFailed(seq uint64, cps []*pb.LeaseCheckpoint) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.mu.primary {
+		return
+	}
+	now := l.clock.Now()
+	for _, cp := range cps {
+		if ls, ok := l.mu.leases[cp.ID]; ok && ls.cpSeq == seq {
+			ls.cpSeq = 0
+			l.scheduleCheckpointLocked(ls, now)
+		}
+	}
+	l.settledLocked()
 }
 
 // ---- heaps ----

@@ -1,12 +1,14 @@
 package lease
 
 import (
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/stretchr/testify/require"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/cairnkv/cairn/internal/clock"
@@ -160,26 +162,29 @@ func TestPromoteUsesCheckpointPlusExtension(t *testing.T) {
 	require.False(t, e.l.NeedsClear(1))
 }
 
-// The primary checkpoints long leases every interval, with the remaining
-// TTL rounded up, and never short ones (they lose at most their TTL).
+// The primary checkpoints every lease that is not kept alive, at half its
+// TTL (at most the configured interval), with the remaining TTL rounded up.
 func TestCheckpoints(t *testing.T) {
 	e := newEnv(t, Config{CheckpointInterval: 10 * time.Second})
 	e.l.Promote(0)
-	e.grant(1, 60)
-	e.grant(2, 5)
-	e.clk.Advance(9 * time.Second)
-	require.Empty(t, e.l.DueCheckpoints(10))
+	e.grant(1, 60) // interval 10 s (the cap)
+	e.grant(2, 6)  // interval 3 s (half its TTL)
+	e.clk.Advance(2 * time.Second)
+	cps, _ := e.l.DueCheckpoints(10)
+	require.Empty(t, cps)
 	e.clk.Advance(1500 * time.Millisecond)
-	cps := e.l.DueCheckpoints(10)
-	require.Len(t, cps, 1)
-	require.Equal(t, int64(1), cps[0].ID)
-	require.Equal(t, int64(50), cps[0].Remaining_TTL) // 49.5 s rounded up
-	e.stage(func(b *pebble.Batch) { e.l.StageCheckpoint(b, 1, cps[0].Remaining_TTL) })
-	// Applying it plans the next one.
+	cps, seq := e.l.DueCheckpoints(10)
+	require.NotZero(t, seq)
+	require.Equal(t, []*pb.LeaseCheckpoint{{ID: 2, Remaining_TTL: 3}}, cps) // 2.5 s rounded up
+	e.checkpoint(cps)
+	e.clk.Advance(7 * time.Second)
+	cps, _ = e.l.DueCheckpoints(10)
+	require.Equal(t, []*pb.LeaseCheckpoint{{ID: 1, Remaining_TTL: 50}}, cps) // 49.5 s rounded up
+	e.checkpoint(cps)
+	// Applying one plans the next one an interval later.
 	e.clk.Advance(10 * time.Second)
-	cps = e.l.DueCheckpoints(10)
-	require.Len(t, cps, 1)
-	require.Equal(t, int64(40), cps[0].Remaining_TTL)
+	cps, _ = e.l.DueCheckpoints(10)
+	require.Equal(t, []*pb.LeaseCheckpoint{{ID: 1, Remaining_TTL: 40}}, cps)
 
 	// A follower that applies it and then leads uses it.
 	f := newEnv(t, Config{CheckpointInterval: 10 * time.Second})
@@ -190,6 +195,106 @@ func TestCheckpoints(t *testing.T) {
 	require.Empty(t, f.l.Expired(10))
 	f.clk.Advance(time.Second)
 	require.Equal(t, []int64{1}, f.l.Expired(10))
+}
+
+// checkpoint applies cps, as the applier does once they commit.
+func (e *env) checkpoint(cps []*pb.LeaseCheckpoint) {
+	e.t.Helper()
+	e.stage(func(b *pebble.Batch) {
+		for _, cp := range cps {
+			e.l.StageCheckpoint(b, cp.ID, cp.Remaining_TTL)
+		}
+	})
+}
+
+// renew renews id as the member does: a recorded checkpoint is cleared
+// through raft (applied here at once) before the renewal.
+func (e *env) renew(id int64) (int64, error) {
+	e.t.Helper()
+	ttl, err := e.l.Renew(id)
+	if errors.Is(err, ErrNeedsClear) {
+		e.checkpoint([]*pb.LeaseCheckpoint{{ID: id}})
+		ttl, err = e.l.Renew(id)
+	}
+	return ttl, err
+}
+
+// A lease renewed within its interval is not checkpointed (keepalives cost
+// no raft entry); once renewals stop, it is checkpointed one interval
+// after the last one.
+func TestKeptAliveLeaseNotCheckpointed(t *testing.T) {
+	e := newEnv(t, Config{})
+	e.l.Promote(0)
+	e.grant(1, 9) // interval 4.5 s; clientv3 renews every 3 s
+	for i := 0; i < 10; i++ {
+		e.clk.Advance(3 * time.Second)
+		cps, _ := e.l.DueCheckpoints(10)
+		require.Empty(t, cps, "renewal %d", i)
+		_, err := e.l.Renew(1)
+		require.NoError(t, err)
+	}
+	e.clk.Advance(4 * time.Second)
+	cps, _ := e.l.DueCheckpoints(10)
+	require.Empty(t, cps)
+	e.clk.Advance(500 * time.Millisecond)
+	cps, _ = e.l.DueCheckpoints(10)
+	require.Equal(t, []*pb.LeaseCheckpoint{{ID: 1, Remaining_TTL: 5}}, cps) // 4.5 s rounded up
+}
+
+// A renewal never waits for nothing, and is never undone: while a
+// checkpoint of the lease is in flight it refuses (the checkpoint would
+// record the remaining TTL from before it), then it needs the recorded
+// checkpoint cleared; a leader promoted after that gives the full TTL.
+func TestRenewWaitsForCheckpointInFlight(t *testing.T) {
+	e := newEnv(t, Config{})
+	e.l.Promote(0)
+	e.grant(1, 10)
+	e.clk.Advance(5 * time.Second)
+	cps, seq := e.l.DueCheckpoints(10)
+	require.Equal(t, []*pb.LeaseCheckpoint{{ID: 1, Remaining_TTL: 5}}, cps)
+	require.NotZero(t, seq)
+	_, err := e.l.Renew(1)
+	require.ErrorIs(t, err, ErrCheckpointPending)
+	_, ok, _ := e.l.TryRenew(1)
+	require.False(t, ok, "the fast path must not renew past a checkpoint in flight")
+	wait := e.l.CheckpointPending(1)
+	require.NotNil(t, wait)
+	select {
+	case <-wait:
+		t.Fatal("settled before the checkpoint was applied")
+	default:
+	}
+	e.checkpoint(cps)
+	<-wait // closed by the apply
+	require.Nil(t, e.l.CheckpointPending(1))
+	_, err = e.l.Renew(1)
+	require.ErrorIs(t, err, ErrNeedsClear)
+	ttl, err := e.renew(1)
+	require.NoError(t, err)
+	require.Equal(t, int64(10), ttl)
+	require.False(t, e.l.NeedsClear(1))
+
+	// The next leader (same records) gives the full TTL plus grace.
+	e.l.Demote()
+	e.l.Promote(time.Second)
+	e.clk.Advance(10 * time.Second)
+	require.Empty(t, e.l.Expired(10))
+	e.clk.Advance(time.Second)
+	require.Equal(t, []int64{1}, e.l.Expired(10))
+
+	// A batch that fails to go through raft is retried, and releases
+	// renewals.
+	f := newEnv(t, Config{})
+	f.l.Promote(0)
+	f.grant(2, 10)
+	f.clk.Advance(5 * time.Second)
+	cps, seq = f.l.DueCheckpoints(10)
+	require.Len(t, cps, 1)
+	wait = f.l.CheckpointPending(2)
+	f.l.CheckpointsFailed(seq, cps)
+	<-wait
+	cps2, _ := f.l.DueCheckpoints(10)
+	require.Equal(t, cps, cps2)
 }
 
 // Promote spreads leases that would all expire in one second so that at
@@ -250,25 +355,95 @@ func TestRevokeAndKeys(t *testing.T) {
 	require.Empty(t, e.l.Leases())
 }
 
-// A checkpoint taken before a renewal but applied after it would record a
-// stale, shorter remaining TTL; the primary notices and records the fresh
-// state at once (a clear), so a later leader does not expire the lease
-// early.
+// A checkpoint handed out in an earlier term of this member may be applied
+// after a renewal in the current one; the primary notices that the record
+// is stale and fixes it at once, so a later leader does not expire the
+// lease early.
 func TestStaleCheckpointAfterRenew(t *testing.T) {
 	e := newEnv(t, Config{CheckpointInterval: 10 * time.Second})
 	e.l.Promote(0)
 	e.grant(1, 100)
 	e.clk.Advance(10 * time.Second)
-	cps := e.l.DueCheckpoints(10)
+	cps, _ := e.l.DueCheckpoints(10)
 	require.Len(t, cps, 1)
 	require.Equal(t, int64(90), cps[0].Remaining_TTL)
-	_, err := e.l.Renew(1) // while the checkpoint is in flight
+	e.l.Demote()
+	e.l.Promote(0)
+	_, err := e.l.Renew(1) // while the old checkpoint is in flight
 	require.NoError(t, err)
-	e.stage(func(b *pebble.Batch) { e.l.StageCheckpoint(b, 1, cps[0].Remaining_TTL) })
+	e.checkpoint(cps)
 	require.True(t, e.l.NeedsClear(1))
-	cps = e.l.DueCheckpoints(10)
-	require.Len(t, cps, 1)
-	require.Equal(t, int64(0), cps[0].Remaining_TTL)
-	e.stage(func(b *pebble.Batch) { e.l.StageCheckpoint(b, 1, 0) })
+	cps, _ = e.l.DueCheckpoints(10)
+	require.Equal(t, []*pb.LeaseCheckpoint{{ID: 1, Remaining_TTL: 0}}, cps)
+	e.checkpoint(cps)
 	require.False(t, e.l.NeedsClear(1))
+}
+
+// primaryFor runs the lessor as primary for d, in 100 ms steps: due
+// checkpoints are applied at once, expired leases revoked, and the leases
+// in keep are renewed every 3 s of their own. It returns the leases
+// revoked and when.
+func (e *env) primaryFor(d time.Duration, extend time.Duration, keep map[int64]time.Time, revoked map[int64]time.Time) {
+	e.t.Helper()
+	e.l.Promote(extend)
+	defer e.l.Demote()
+	for end := e.clk.Now().Add(d); e.clk.Now().Before(end); {
+		e.clk.Advance(100 * time.Millisecond)
+		now := e.clk.Now()
+		for id, last := range keep {
+			if now.Sub(last) >= 3*time.Second {
+				_, err := e.renew(id)
+				require.NoError(e.t, err, "renew %d", id)
+				keep[id] = now
+			}
+		}
+		if cps, _ := e.l.DueCheckpoints(MaxCheckpointBatch); len(cps) > 0 {
+			e.checkpoint(cps)
+		}
+		ids := e.l.Expired(100)
+		e.revoke(ids)
+		for _, id := range ids {
+			revoked[id] = now
+		}
+	}
+}
+
+// Repeated leader changes neither keep a lease that is not kept alive
+// alive beyond the documented bound, nor expire one that is kept alive.
+// Each "leader" here is the same lessor promoted again: a new leader knows
+// exactly the applied records, which is all this one keeps across Demote.
+func TestRepeatedLeaderChangesBounded(t *testing.T) {
+	const (
+		ttl    = 10
+		grace  = time.Second // one election timeout
+		iv     = ttl * time.Second / 2
+		perChg = iv + grace + time.Second // docs/design.md: per leader change
+	)
+	for _, term := range []time.Duration{2500 * time.Millisecond, 4 * time.Second, 7 * time.Second, 30 * time.Second} {
+		t.Run(term.String(), func(t *testing.T) {
+			e := newEnv(t, Config{})
+			e.l.Promote(0)
+			start := e.clk.Now()
+			e.grant(1, ttl) // left to run down
+			e.grant(2, ttl) // kept alive
+			keep := map[int64]time.Time{2: start}
+			revoked := map[int64]time.Time{}
+			e.l.Demote()
+			changes := 0
+			for revoked[1].IsZero() && e.clk.Now().Sub(start) < 10*time.Minute {
+				changes++
+				e.primaryFor(term, grace, keep, revoked)
+			}
+			require.False(t, revoked[1].IsZero(), "leader changes every %v kept the lease alive", term)
+			lived := revoked[1].Sub(start)
+			t.Logf("leader every %v: lease with TTL %ds revoked after %v, %d leader changes", term, ttl, lived, changes)
+			require.GreaterOrEqual(t, lived, ttl*time.Second, "expired early")
+			// Bound: TTL + per-change extension for each change (the
+			// first promotion after the grant is one), and (since terms last longer than
+			// grace + 1 s) at most TTL terms in all.
+			require.LessOrEqual(t, lived, ttl*time.Second+time.Duration(changes)*perChg+100*time.Millisecond)
+			require.LessOrEqual(t, changes, ttl+1)
+			require.Zero(t, revoked[2], "the kept-alive lease expired")
+		})
+	}
 }

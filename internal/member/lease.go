@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,8 +32,20 @@ const maxPendingRevokes = 256
 // Peer-port paths a follower uses to reach the leader's lessor (etcd has
 // /leases and /leases/internal for the same purpose).
 const (
-	leaseRenewPath = "/cairn/lease/renew"
-	leaseTTLPath   = "/cairn/lease/timetolive"
+	leaseRenewPath      = "/cairn/lease/renew"
+	leaseRenewBatchPath = "/cairn/lease/renew/batch"
+	leaseTTLPath        = "/cairn/lease/timetolive"
+)
+
+// Renewal forwarding: a follower sends the renewals its clients make to
+// the leader in batches, at most maxRenewBatchesInFlight requests at a
+// time per leader URL, each with up to maxRenewBatch lease IDs. A single
+// client still gets one request per keepalive (no waiting to fill a
+// batch); many clients share requests, which is what makes keepalives
+// through a follower cheap (etcd posts one HTTP request per keepalive).
+const (
+	maxRenewBatchesInFlight = 4
+	maxRenewBatch           = 1024
 )
 
 // leases is the member's part of the lease machinery: the lessor, the
@@ -45,6 +58,29 @@ type leases struct {
 	// confirmed caches the last confirmation of leadership (see
 	// confirmLeader).
 	confirmed atomic.Pointer[leaderConfirmation]
+
+	// batchers forwards renewals to the leader, one per leader peer URL.
+	batchMu  sync.Mutex
+	batchers map[string]*renewBatcher
+	// base is the context of forwarded batches, canceled when the lease
+	// loop ends (the member stops).
+	base       context.Context
+	cancelBase context.CancelFunc
+}
+
+// renewBatcher gathers the renewals a follower forwards to one leader URL.
+type renewBatcher struct {
+	mu       sync.Mutex
+	pending  []*renewCall
+	inflight int
+}
+
+// renewCall is one forwarded renewal waiting for its batch.
+type renewCall struct {
+	id   int64
+	ttl  int64
+	err  error
+	done chan struct{}
 }
 
 type leaderConfirmation struct {
@@ -54,9 +90,11 @@ type leaderConfirmation struct {
 
 // LeaseOptions are lease test seams.
 type LeaseOptions struct {
-	// CheckpointInterval and RevokeRate override the lessor's defaults.
+	// CheckpointInterval, RevokeRate and CheckpointRate override the
+	// lessor's defaults.
 	CheckpointInterval time.Duration
 	RevokeRate         int
+	CheckpointRate     int
 }
 
 func newLeases(lg *zap.Logger, m *Member, clk clock.Clock, o LeaseOptions) (*leases, error) {
@@ -67,10 +105,13 @@ func newLeases(lg *zap.Logger, m *Member, clk clock.Clock, o LeaseOptions) (*lea
 	if err != nil {
 		return nil, err
 	}
+	base, cancelBase := context.WithCancel(context.Background())
 	return &leases{
-		lessor: l,
-		clock:  clk,
-		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute}},
+		base:       base,
+		cancelBase: cancelBase,
+		lessor:     l,
+		clock:      clk,
+		client:     &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute}},
 		expired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "etcd_debugging_server_lease_expired_total", Help: "The total number of expired leases.",
 		}),
@@ -204,22 +245,40 @@ func (m *Member) renewLocal(ctx context.Context, id int64) (int64, error) {
 			return -1, err
 		}
 	}
-	if l.NeedsClear(id) {
-		// A checkpointed remaining TTL would outlive this renewal on a
-		// new leader and expire the lease early: clear it through raft
-		// first (at most two such entries per lease per checkpoint
-		// interval, as etcd).
-		_, err := m.proposeAsLeader(ctx, &pb.InternalRaftRequest{LeaseCheckpoint: &pb.LeaseCheckpointRequest{
-			Checkpoints: []*pb.LeaseCheckpoint{{ID: id, Remaining_TTL: 0}},
-		}})
-		if errors.Is(err, raftnode.ErrNotLeader) {
-			return -1, lease.ErrNotPrimary
-		}
-		if err != nil {
-			return -1, err
+	for {
+		ttl, err := l.Renew(id)
+		switch {
+		case errors.Is(err, lease.ErrCheckpointPending):
+			// Its checkpoint would record the remaining TTL from before
+			// this renewal: wait until it is applied, then clear it.
+			if ch := l.CheckpointPending(id); ch != nil {
+				select {
+				case <-ch:
+				case <-ctx.Done():
+					return -1, m.ctxErr(ctx, ctx.Err())
+				case <-m.stopping:
+					return -1, ErrStopped
+				}
+			}
+		case errors.Is(err, lease.ErrNeedsClear):
+			// A checkpointed remaining TTL would outlive this renewal on
+			// a new leader and expire the lease early: clear it through
+			// raft first. Leases kept alive are not checkpointed, so
+			// this costs at most two entries per lease per checkpoint
+			// interval (as etcd), and only for leases that were idle.
+			_, err := m.proposeAsLeader(ctx, &pb.InternalRaftRequest{LeaseCheckpoint: &pb.LeaseCheckpointRequest{
+				Checkpoints: []*pb.LeaseCheckpoint{{ID: id, Remaining_TTL: 0}},
+			}})
+			if errors.Is(err, raftnode.ErrNotLeader) {
+				return -1, lease.ErrNotPrimary
+			}
+			if err != nil {
+				return -1, err
+			}
+		default:
+			return ttl, err
 		}
 	}
-	return l.Renew(id)
 }
 
 // LeaseRenew renews lease id and returns its TTL. Only the leader renews;
@@ -338,15 +397,185 @@ func (m *Member) postLeader(ctx context.Context, url string, body []byte) ([]byt
 	return nil, fmt.Errorf("member: %s answered %d: %s", url, resp.StatusCode, strings.TrimSpace(string(out)))
 }
 
+// forwardRenew renews lease id on the leader at url, in a batch with the
+// other renewals this member forwards meanwhile (see renewBatcher).
 func (m *Member) forwardRenew(ctx context.Context, url string, id int64) (int64, error) {
-	out, err := m.postLeader(ctx, url+leaseRenewPath, binary.BigEndian.AppendUint64(nil, uint64(id)))
+	ls := m.leases
+	ls.batchMu.Lock()
+	b := ls.batchers[url]
+	if b == nil {
+		if ls.batchers == nil {
+			ls.batchers = make(map[string]*renewBatcher)
+		}
+		b = &renewBatcher{}
+		ls.batchers[url] = b
+	}
+	ls.batchMu.Unlock()
+
+	c := &renewCall{id: id, done: make(chan struct{})}
+	b.mu.Lock()
+	b.pending = append(b.pending, c)
+	if b.inflight < maxRenewBatchesInFlight {
+		// Send the batch on this goroutine: a lone client pays no
+		// hand-off. What queues up meanwhile goes in the next batch, on
+		// a goroutine of its own, so this caller returns at once.
+		b.inflight++
+		batch := b.takeLocked()
+		b.mu.Unlock()
+		bctx := ctx
+		if len(batch) > 1 || batch[0] != c {
+			// Others wait for this request: it must not end with
+			// this caller's context.
+			var cancel context.CancelFunc
+			bctx, cancel = context.WithTimeout(m.leases.base, m.requestTimeout())
+			defer cancel()
+		}
+		m.sendRenewBatch(bctx, url, batch)
+		b.mu.Lock()
+		if len(b.pending) == 0 {
+			b.inflight--
+			b.mu.Unlock()
+		} else {
+			next := b.takeLocked()
+			b.mu.Unlock()
+			go m.sendRenewBatches(url, b, next)
+		}
+	} else {
+		b.mu.Unlock()
+	}
+	select {
+	case <-c.done:
+		return c.ttl, c.err
+	case <-ctx.Done():
+		// The batch may still renew it; the caller retries or gives up.
+		return -1, ctx.Err()
+	}
+}
+
+// takeLocked removes up to maxRenewBatch pending calls.
+func (b *renewBatcher) takeLocked() []*renewCall {
+	n := min(len(b.pending), maxRenewBatch)
+	batch := b.pending[:n:n]
+	if n == len(b.pending) {
+		b.pending = nil
+	} else {
+		b.pending = slices.Clone(b.pending[n:])
+	}
+	return batch
+}
+
+// sendRenewBatches posts batch, then the calls that queued up meanwhile,
+// until none are left.
+func (m *Member) sendRenewBatches(url string, b *renewBatcher, batch []*renewCall) {
+	for {
+		ctx, cancel := context.WithTimeout(m.leases.base, m.requestTimeout())
+		m.sendRenewBatch(ctx, url, batch)
+		cancel()
+		b.mu.Lock()
+		if len(b.pending) == 0 {
+			b.inflight--
+			b.mu.Unlock()
+			return
+		}
+		batch = b.takeLocked()
+		b.mu.Unlock()
+	}
+}
+
+// sendRenewBatch posts the IDs of batch to the leader and hands each call
+// its result. A request that serves several callers has its own timeout:
+// each caller stops waiting when its own context ends.
+func (m *Member) sendRenewBatch(ctx context.Context, url string, batch []*renewCall) {
+	body := make([]byte, 0, 8*len(batch))
+	for _, c := range batch {
+		body = binary.BigEndian.AppendUint64(body, uint64(c.id))
+	}
+	out, err := m.postRenewBatch(ctx, url, body)
+	if err == nil && len(out) != len(body) {
+		err = fmt.Errorf("member: renew batch answer has %d bytes, want %d", len(out), len(body))
+	}
+	for i, c := range batch {
+		switch {
+		case err != nil:
+			c.ttl, c.err = -1, err
+		default:
+			c.ttl = int64(binary.BigEndian.Uint64(out[8*i:]))
+			if c.ttl < 0 {
+				c.err = lease.ErrNotFound
+			}
+		}
+		close(c.done)
+	}
+}
+
+// postRenewBatch posts body to the leader's batch renewal path. Unlike
+// postLeader, a 404 is an error (an old leader without the path), never
+// "lease not found": that is answered per lease, in the body.
+func (m *Member) postRenewBatch(ctx context.Context, url string, body []byte) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+leaseRenewBatchPath, bytes.NewReader(body))
 	if err != nil {
-		return -1, err
+		return nil, err
 	}
-	if len(out) != 8 {
-		return -1, fmt.Errorf("member: renew answer has %d bytes", len(out))
+	resp, err := m.leases.client.Do(req)
+	if err != nil {
+		return nil, err
 	}
-	return int64(binary.BigEndian.Uint64(out)), nil
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, 8*maxRenewBatch+1024))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("member: %s answered %d: %s", url, resp.StatusCode, strings.TrimSpace(string(out)))
+	}
+	return out, nil
+}
+
+// renewBatch renews every lease of a forwarded batch on this member, the
+// primary, and returns their TTLs (-1: not found). The common case (a
+// confirmed leader, no checkpoint to clear) costs one lock per lease; the
+// others take renewLocal's full path, concurrently. Any other error fails
+// the whole batch (the follower retries; renewing twice is harmless).
+func (m *Member) renewBatch(ctx context.Context, ids []int64) ([]int64, error) {
+	l := m.leases.lessor
+	if !l.IsPrimary() {
+		return nil, lease.ErrNotPrimary
+	}
+	if err := m.confirmLeader(ctx); err != nil {
+		return nil, err
+	}
+	ttls := make([]int64, len(ids))
+	var slow []int
+	for i, id := range ids {
+		ttl, ok, err := l.TryRenew(id)
+		switch {
+		case !ok:
+			slow = append(slow, i)
+		case errors.Is(err, lease.ErrNotFound):
+			ttls[i] = -1
+		default:
+			ttls[i] = ttl
+		}
+	}
+	if len(slow) == 0 {
+		return ttls, nil
+	}
+	errs := make([]error, len(slow))
+	var wg sync.WaitGroup
+	for j, i := range slow {
+		wg.Go(func() {
+			ttl, err := m.renewLocal(ctx, ids[i])
+			if errors.Is(err, lease.ErrNotFound) {
+				ttl, err = -1, nil
+			}
+			ttls[i], errs[j] = ttl, err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return ttls, nil
 }
 
 func (m *Member) forwardTTL(ctx context.Context, url string, id int64, keys bool) (*pb.LeaseTimeToLiveResponse, error) {
@@ -375,7 +604,7 @@ func (m *Member) registerLeaseHTTP(mux *http.ServeMux) {
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
-		body, err := io.ReadAll(io.LimitReader(r.Body, 64))
+		body, err := io.ReadAll(io.LimitReader(r.Body, 8*maxRenewBatch+1))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -400,6 +629,26 @@ func (m *Member) registerLeaseHTTP(mux *http.ServeMux) {
 				return nil, err
 			}
 			return binary.BigEndian.AppendUint64(nil, uint64(ttl)), nil
+		})
+	})
+	mux.HandleFunc(leaseRenewBatchPath, func(w http.ResponseWriter, r *http.Request) {
+		serve(w, r, func(ctx context.Context, body []byte) ([]byte, error) {
+			if len(body) == 0 || len(body)%8 != 0 || len(body) > 8*maxRenewBatch {
+				return nil, errors.New("bad renew batch")
+			}
+			ids := make([]int64, len(body)/8)
+			for i := range ids {
+				ids[i] = int64(binary.BigEndian.Uint64(body[8*i:]))
+			}
+			ttls, err := m.renewBatch(ctx, ids)
+			if err != nil {
+				return nil, err
+			}
+			out := make([]byte, 0, len(body))
+			for _, ttl := range ttls {
+				out = binary.BigEndian.AppendUint64(out, uint64(ttl))
+			}
+			return out, nil
 		})
 	})
 	mux.HandleFunc(leaseTTLPath, func(w http.ResponseWriter, r *http.Request) {
@@ -433,12 +682,20 @@ func (m *Member) runLeases(ctx context.Context) {
 	defer t.Stop()
 	var wg sync.WaitGroup
 	defer ls.client.CloseIdleConnections()
+	defer ls.cancelBase()
 	defer wg.Wait()
 	defer l.Demote()
 	sem := make(chan struct{}, maxPendingRevokes)
 	var promoted uint64 // the term this member is primary in, 0 if not
 	var refreshing atomic.Bool
+	// Token buckets: revocations and checkpointed leases per second.
 	budget, last := 0.0, ls.clock.Now()
+	cpRate := float64(lease.DefaultCheckpointRate)
+	if m.leaseOpts.CheckpointRate > 0 {
+		cpRate = float64(m.leaseOpts.CheckpointRate)
+	}
+	cpBudget := 0.0
+	var cpInflight atomic.Bool // one checkpoint entry at a time
 	for {
 		select {
 		case <-ctx.Done():
@@ -459,7 +716,9 @@ func (m *Member) runLeases(ctx context.Context) {
 			m.lg.Info("demoted lessor", zap.Uint64("term", term))
 		}
 		now := ls.clock.Now()
-		budget = min(budget+rate*now.Sub(last).Seconds(), max(rate/2, 1))
+		elapsed := now.Sub(last).Seconds()
+		budget = min(budget+rate*elapsed, max(rate/2, 1))
+		cpBudget = min(cpBudget+cpRate*elapsed, max(cpRate/2, lease.MaxCheckpointBatch))
 		last = now
 		if promoted == 0 {
 			continue
@@ -483,14 +742,22 @@ func (m *Member) runLeases(ctx context.Context) {
 				})
 			}
 		}
-		if len(sem) < maxPendingRevokes {
-			if cps := l.DueCheckpoints(lease.MaxCheckpointBatch); len(cps) > 0 {
+		// Checkpoints: batched (up to MaxCheckpointBatch leases per
+		// entry), one entry in flight at a time, at most cpRate leases
+		// per second, so that many leases cannot flood raft.
+		if n := min(int(cpBudget), lease.MaxCheckpointBatch); n > 0 && len(sem) < maxPendingRevokes && !cpInflight.Load() {
+			if cps, seq := l.DueCheckpoints(n); len(cps) > 0 {
+				cpBudget -= float64(len(cps))
 				sem <- struct{}{}
+				cpInflight.Store(true)
 				wg.Go(func() {
-					defer func() { <-sem }()
+					defer func() { <-sem; cpInflight.Store(false) }()
 					_, err := m.proposeAsLeader(ctx, &pb.InternalRaftRequest{LeaseCheckpoint: &pb.LeaseCheckpointRequest{Checkpoints: cps}})
-					if err != nil && ctx.Err() == nil {
-						m.lg.Warn("failed to checkpoint leases", zap.Int("leases", len(cps)), zap.Error(err))
+					if err != nil {
+						l.CheckpointsFailed(seq, cps)
+						if ctx.Err() == nil {
+							m.lg.Warn("failed to checkpoint leases", zap.Int("leases", len(cps)), zap.Error(err))
+						}
 					}
 				})
 			}

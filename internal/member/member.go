@@ -52,6 +52,11 @@ var (
 	ErrRemoved = errors.New("member: the member has been permanently removed from the cluster")
 )
 
+// ErrNoLeaderTimeout: the request timed out waiting for a leader before it
+// could be proposed (etcd answers gRPC DeadlineExceeded "context deadline
+// exceeded" then, not "request timed out").
+var ErrNoLeaderTimeout = fmt.Errorf("member: no leader before the request timed out: %w", context.DeadlineExceeded)
+
 var localIDKey = []byte{schema.Meta, 's', 'e', 'l', 'f'}
 
 // Member is one running member.
@@ -412,11 +417,47 @@ func (m *Member) Propose(ctx context.Context, req *pb.InternalRaftRequest) (appl
 	case r := <-ch:
 		return r, nil
 	case err := <-errc:
+		if errors.Is(err, raftnode.ErrNoLeader) {
+			return m.proposeOnceLeader(ctx, tctx, data, ch)
+		}
 		return apply.Result{}, err
 	case <-tctx.Done():
 		return apply.Result{}, m.ctxErr(ctx, tctx.Err())
 	case <-m.stopping:
 		return apply.Result{}, ErrStopped
+	}
+}
+
+// proposeOnceLeader proposes data again once a leader is known; raft
+// dropped it for want of one. Compat: etcd's raft node holds a proposal
+// while there is no leader and proposes it once one is known, so a short
+// election is invisible to clients; if the request times out first, the
+// client gets gRPC's DeadlineExceeded (ErrNoLeaderTimeout). A dropped
+// proposal is in no log, so proposing it again cannot apply it twice.
+func (m *Member) proposeOnceLeader(ctx, tctx context.Context, data []byte, ch <-chan apply.Result) (apply.Result, error) {
+	for {
+		if err := m.node.WaitLeader(tctx); err != nil {
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+				return apply.Result{}, ErrNoLeaderTimeout
+			}
+			return apply.Result{}, m.ctxErr(ctx, err)
+		}
+		errc, err := m.node.Propose(tctx, data)
+		if err != nil {
+			return apply.Result{}, m.ctxErr(ctx, err)
+		}
+		select {
+		case r := <-ch:
+			return r, nil
+		case err := <-errc:
+			if !errors.Is(err, raftnode.ErrNoLeader) {
+				return apply.Result{}, err
+			}
+		case <-tctx.Done():
+			return apply.Result{}, m.ctxErr(ctx, tctx.Err())
+		case <-m.stopping:
+			return apply.Result{}, ErrStopped
+		}
 	}
 }
 

@@ -144,6 +144,11 @@ type Node struct {
 	// committed is the commit index as of the last Ready.
 	committed atomic.Uint64
 
+	// leaderWait, when not nil, is closed once a leader is known (see
+	// WaitLeader).
+	leaderMu   sync.Mutex
+	leaderWait chan struct{}
+
 	readMu      sync.Mutex
 	pendingRead *readBatch
 	// At most one read round is in flight (raft goroutine only): reads
@@ -251,6 +256,30 @@ func (n *Node) Propose(ctx context.Context, data []byte) (<-chan error, error) {
 		return nil, ctx.Err()
 	case <-n.stopped:
 		return nil, ErrStopped
+	}
+}
+
+// WaitLeader returns once this node knows a leader (at once if it does),
+// or with ctx's error, or ErrStopped.
+func (n *Node) WaitLeader(ctx context.Context) error {
+	for {
+		n.leaderMu.Lock()
+		if n.lead.Load() != raft.None {
+			n.leaderMu.Unlock()
+			return nil
+		}
+		if n.leaderWait == nil {
+			n.leaderWait = make(chan struct{})
+		}
+		ch := n.leaderWait
+		n.leaderMu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.stopped:
+			return ErrStopped
+		}
 	}
 }
 
@@ -490,6 +519,14 @@ func (n *Node) handleReady(ctx context.Context) error {
 			// A read round in flight under the old leader may never be
 			// answered, or be answered by a deposed leader: retry it.
 			n.failReads(ErrLeaderChanged)
+			if rd.SoftState.Lead != raft.None {
+				n.leaderMu.Lock()
+				if n.leaderWait != nil {
+					close(n.leaderWait)
+					n.leaderWait = nil
+				}
+				n.leaderMu.Unlock()
+			}
 		}
 	}
 	if rd.HardState != nil {

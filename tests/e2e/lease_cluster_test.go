@@ -95,3 +95,62 @@ func waitGone(t *testing.T, s *server, key string) (int, error) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestClusterProposalDuringElection: with two of three members killed,
+// the survivor knows no leader. A Put and a LeaseGrant sent to it then do
+// not fail with "no leader": like etcd, the server holds them until a
+// leader is elected (here, once a killed member is back) and then
+// proposes them, so an election is invisible to clients.
+func TestClusterProposalDuringElection(t *testing.T) {
+	c := startCluster(t, 3)
+	all := clusterClient(t, c.members)
+	leader, _ := waitLeader(t, all, c.members)
+	var rest []*server
+	for _, s := range c.members {
+		if s != leader {
+			rest = append(rest, s)
+		}
+	}
+	survivor, down := rest[0], rest[1]
+	leader.kill()
+	down.kill()
+	cli := survivor.client()
+	deadline := time.Now().Add(clusterWait)
+	for {
+		st := statusOf(cli, survivor)
+		if st.err == nil && st.leader == 0 {
+			break
+		}
+		require.True(t, waitPoll(deadline), "the survivor still names a leader: %+v", st)
+	}
+
+	ctx := testCtx(t)
+	type result struct {
+		what string
+		err  error
+	}
+	done := make(chan result, 2)
+	go func() {
+		_, err := cli.Put(ctx, "during-election", "v")
+		done <- result{"put", err}
+	}()
+	var granted clientv3.LeaseID
+	go func() {
+		resp, err := cli.Grant(ctx, 30)
+		if err == nil {
+			granted = resp.ID
+		}
+		done <- result{"lease grant", err}
+	}()
+	require.NoError(t, down.launch())
+	for range 2 {
+		r := <-done
+		require.NoError(t, r.err, "%s sent while there was no leader", r.what)
+	}
+	gr, err := cli.Get(ctx, "during-election")
+	require.NoError(t, err)
+	require.Len(t, gr.Kvs, 1)
+	ttl, err := cli.TimeToLive(ctx, granted)
+	require.NoError(t, err)
+	require.Equal(t, int64(30), ttl.GrantedTTL)
+}

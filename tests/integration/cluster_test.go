@@ -2,10 +2,12 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
 
@@ -366,6 +368,87 @@ func TestBootstrapMembersNotRemoved(t *testing.T) {
 		case <-nd.m.Removed():
 			t.Fatalf("%s believes it was removed", nd.name)
 		default:
+		}
+	}
+}
+
+// TestProposalWaitsForLeader: a proposal made while its member knows no
+// leader (two of three members are down, the survivor campaigns in vain)
+// neither fails at once nor is lost: it waits, as etcd's does, and is
+// proposed and applied as soon as a leader is elected, so a short election
+// is invisible to clients. A proposal whose caller gives up first fails
+// with the context's error (etcd: DeadlineExceeded), not "no leader".
+func TestProposalWaitsForLeader(t *testing.T) {
+	c := newCluster(t, 3)
+	ld := c.waitLeader()
+	rest := c.others(ld)
+	survivor, down := rest[0], rest[1]
+	ld.mustStop()
+	down.mustStop()
+	c.waitFor("the survivor knows no leader", maxElectionTicks, func() bool {
+		return survivor.member().Status().Leader == 0
+	})
+
+	ctx := context.Background()
+	putc := proposeAsync(ctx, survivor, "during-election", "v")
+	type grant struct {
+		resp *pb.LeaseGrantResponse
+		err  error
+	}
+	grantc := make(chan grant, 1)
+	go func() {
+		resp, err := survivor.member().LeaseGrant(ctx, &pb.LeaseGrantRequest{TTL: 30})
+		grantc <- grant{resp, err}
+	}()
+	// A caller that gives up while there is no leader gets its context's
+	// error.
+	sctx, scancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer scancel()
+	shortc := proposeAsync(sctx, survivor, "given-up", "v")
+	for i := 0; i < 3*electionTicks; i++ {
+		c.tick()
+		select {
+		case err := <-putc:
+			t.Fatalf("put without a leader returned %v; it must wait for one", err)
+		case g := <-grantc:
+			t.Fatalf("lease grant without a leader returned %+v, %v; it must wait for one", g.resp, g.err)
+		default:
+		}
+	}
+	if err := <-shortc; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("proposal whose caller gave up without a leader: %v, want context.DeadlineExceeded", err)
+	}
+
+	down.start()
+	var putErr error
+	var g grant
+	putDone, grantDone := false, false
+	c.waitFor("the waiting proposals applied", opTicks, func() bool {
+		select {
+		case putErr = <-putc:
+			putDone = true
+		case g = <-grantc:
+			grantDone = true
+		default:
+		}
+		return putDone && grantDone
+	})
+	if putErr != nil {
+		t.Fatalf("put made during the election: %v", putErr)
+	}
+	if g.err != nil || g.resp.TTL != 30 {
+		t.Fatalf("lease grant made during the election: %+v, %v", g.resp, g.err)
+	}
+	d := c.waitConverged(2000)
+	for _, nd := range c.running() {
+		if _, ok := get(nd, "during-election"); !ok {
+			t.Fatalf("%s misses the put made during the election: %v", nd.name, d.kvs)
+		}
+		if _, ok := get(nd, "given-up"); ok {
+			t.Fatalf("%s applied the proposal whose caller gave up", nd.name)
+		}
+		if !nd.member().Lessor().Exists(g.resp.ID) {
+			t.Fatalf("%s misses the lease granted during the election", nd.name)
 		}
 	}
 }

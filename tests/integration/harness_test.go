@@ -388,7 +388,8 @@ func (nd *node) tick() {
 	case ticks <- time.Time{}:
 	case <-done:
 	case <-m.Removed():
-		// A removed member's raft loop has stopped; Run waits for stop.
+		// A removed member stops its raft loop at once but Run returns
+		// only once the harness stops it (member.Run's contract).
 	case <-time.After(stuckTimeout):
 		nd.c.t.Errorf("%s: the raft loop took no tick for %v (wedged?)", nd.name, stuckTimeout)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -217,4 +218,128 @@ func TestLeasesTravelInSnapshots(t *testing.T) {
 		return !ok && !f.member().Lessor().Exists(id)
 	})
 	c.waitConverged(1000)
+}
+
+// TestLeaseBoundedAcrossLeaderChanges: leadership moves every 1.5 s while
+// a client keeps one lease alive through a follower and leaves another
+// (TTL 4 s) to run down. Each new leader gives every lease its checkpointed
+// remaining TTL plus an election timeout; because short leases are
+// checkpointed too (every TTL/2, and 1 s + an election timeout after a
+// promotion), the repeated elections cannot keep the idle lease alive: it
+// is revoked no earlier than its TTL and no later than TTL + (TTL/2 + an
+// election timeout + 1 s) per leader change (docs/design.md). Before short
+// leases were checkpointed, every change restarted it at its full TTL and
+// it never expired. The kept-alive lease survives every change.
+func TestLeaseBoundedAcrossLeaderChanges(t *testing.T) {
+	c := newCluster(t, 3)
+	ctx := context.Background()
+	via := c.others(c.waitLeader())[0]
+	const ttl = 4
+	start := via.clk.Now()
+	passive := c.grant(via, ttl)
+	kept := c.grant(via, ttl)
+	c.putWithLease(via, "passive", "v", passive)
+	c.putWithLease(via, "kept", "v", kept)
+
+	lastRenew, lastMove := via.clk.Now(), via.clk.Now()
+	changes := 0
+	var gone time.Time
+	for gone.IsZero() {
+		now := via.clk.Now()
+		if now.Sub(start) > 60*time.Second {
+			t.Fatalf("the idle lease with TTL %ds outlived %d leader changes in %v", ttl, changes, now.Sub(start))
+		}
+		if now.Sub(lastMove) >= 1500*time.Millisecond {
+			ld := c.waitLeader()
+			next := c.others(ld)[changes%2]
+			if _, err := drive(c, opTicks, func() (struct{}, error) { return struct{}{}, ld.member().MoveLeader(ctx, next.ID()) }); err != nil {
+				t.Fatalf("move leader %s -> %s: %v", ld.name, next.name, err)
+			}
+			changes++
+			lastMove = via.clk.Now()
+		}
+		if now.Sub(lastRenew) >= time.Second {
+			if got, err := c.renew(via, kept); err != nil || got != ttl {
+				t.Fatalf("renew after %d leader changes: ttl %d, %v", changes, got, err)
+			}
+			lastRenew = via.clk.Now()
+		}
+		c.tick()
+		if _, ok := get(via, "kept"); !ok {
+			t.Fatalf("kept-alive lease expired after %v, %d leader changes", via.clk.Now().Sub(start), changes)
+		}
+		if _, ok := get(via, "passive"); !ok {
+			gone = via.clk.Now()
+		}
+	}
+	lived := gone.Sub(start)
+	election := electionTicks * heartbeat
+	perChange := ttl*time.Second/2 + election + time.Second
+	t.Logf("idle lease (TTL %ds) revoked after %v, %d leader changes", ttl, lived, changes)
+	if lived < ttl*time.Second {
+		t.Fatalf("idle lease with TTL %ds revoked after %v", ttl, lived)
+	}
+	// Slack: the grant's and the revocation's own commits.
+	if bound := ttl*time.Second + time.Duration(changes)*perChange + 500*time.Millisecond; lived > bound {
+		t.Fatalf("idle lease with TTL %ds revoked after %v, %d leader changes: bound %v", ttl, lived, changes, bound)
+	}
+	// The lease cannot expire before 4 s, so moves at 1.5 s and 3 s
+	// (each takes a few ticks) happen in its life.
+	if changes < 2 {
+		t.Fatalf("only %d leader changes during the lease's life", changes)
+	}
+}
+
+// TestLeaseRenewBatchedThroughFollower: many clients renew through one
+// follower at once; the follower forwards their renewals to the leader in
+// shared batches, and each gets its own answer: the TTL, or "not found"
+// for a lease that does not exist (one unknown ID does not fail the
+// others).
+func TestLeaseRenewBatchedThroughFollower(t *testing.T) {
+	c := newCluster(t, 3)
+	f := c.others(c.waitLeader())[0]
+	ttls := map[int64]int64{}
+	for i := 0; i < 40; i++ {
+		ttl := int64(5 + i%7)
+		ttls[c.grant(f, ttl)] = ttl
+	}
+	const unknown = int64(0x7e57)
+	ttls[unknown] = -1
+	type answer struct {
+		id, ttl int64
+		err     error
+	}
+	const rounds = 3
+	all, _ := drive(c, opTicks, func() ([]answer, error) {
+		var wg sync.WaitGroup
+		out := make(chan answer, rounds*len(ttls))
+		for round := 0; round < rounds; round++ {
+			for id := range ttls {
+				wg.Go(func() {
+					ttl, err := f.member().LeaseRenew(context.Background(), id)
+					out <- answer{id, ttl, err}
+				})
+			}
+		}
+		wg.Wait()
+		close(out)
+		var all []answer
+		for a := range out {
+			all = append(all, a)
+		}
+		return all, nil
+	})
+	if len(all) != rounds*len(ttls) {
+		t.Fatalf("%d answers, want %d", len(all), rounds*len(ttls))
+	}
+	for _, a := range all {
+		switch want := ttls[a.id]; {
+		case want < 0:
+			if !errors.Is(a.err, lease.ErrNotFound) {
+				t.Errorf("renew of unknown lease %x: ttl %d, %v; want not found", a.id, a.ttl, a.err)
+			}
+		case a.err != nil || a.ttl != want:
+			t.Errorf("renew of lease %x: ttl %d, %v; want %d", a.id, a.ttl, a.err, want)
+		}
+	}
 }
