@@ -99,6 +99,14 @@ func (m *Member) reconfigure(ctx context.Context, typ raftpb.ConfChangeType, id 
 	defer done()
 	tctx, cancel := context.WithTimeout(ctx, m.requestTimeout())
 	defer cancel()
+	// As every proposal (see proposeOnceLeader): raft drops a change made
+	// while there is no leader, so wait out an election first.
+	if err := m.node.WaitLeader(tctx); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return ErrNoLeaderTimeout
+		}
+		return m.ctxErr(ctx, err)
+	}
 	if err := m.node.ProposeConfChange(tctx, cc); err != nil {
 		return m.ctxErr(ctx, err)
 	}

@@ -349,6 +349,14 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 			if errors.Is(b.err, ErrLeaderChanged) {
 				continue
 			}
+			if errors.Is(b.err, ErrNoLeader) {
+				// Compat: etcd's read loop waits out an election, so a
+				// short one is invisible to readers.
+				if err := n.WaitLeader(ctx); err != nil {
+					return 0, err
+				}
+				continue
+			}
 			return b.index, b.err
 		case <-ctx.Done():
 			return 0, ctx.Err()

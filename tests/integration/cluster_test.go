@@ -235,19 +235,28 @@ func TestMinorityPartition(t *testing.T) {
 	}
 
 	// Once its clock runs, CheckQuorum makes it step down; then a barrier
-	// fails at once (no leader), and proposals are refused.
+	// waits for a leader (as etcd's read loop does) and never succeeds
+	// while the minority cannot elect one; proposals are refused.
 	c.waitFor("old leader steps down", 3*electionTicks, func() bool {
 		return old.member().Status().Leader != old.ID()
 	})
 	bctx, bcancel := context.WithCancel(context.Background())
-	_, err := drive(c, 10*electionTicks, func() (struct{}, error) {
-		defer bcancel()
-		return struct{}{}, old.member().LinearizableBarrier(bctx)
-	}, minority...)
-	if err == nil {
-		t.Fatal("barrier on the minority side succeeded")
+	barc := make(chan error, 1)
+	go func() { barc <- old.member().LinearizableBarrier(bctx) }()
+	for range 10 * electionTicks {
+		c.tickOnly(minority...)
+		select {
+		case err := <-barc:
+			t.Fatalf("barrier on the minority side returned %v; it must wait for a leader", err)
+		default:
+		}
 	}
-	t.Logf("barrier on the minority side: %v", err)
+	bcancel()
+	if err := <-barc; err == nil {
+		t.Fatal("barrier on the minority side succeeded")
+	} else {
+		t.Logf("barrier on the minority side, given up: %v", err)
+	}
 
 	c.net.heal()
 	c.waitConverged(3000, c.running()...)

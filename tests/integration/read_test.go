@@ -104,3 +104,34 @@ func TestReadIndexLostRoundRetried(t *testing.T) {
 		t.Fatalf("answered in %d round(s); the first was lost", n)
 	}
 }
+
+// TestReadWaitsForLeader: a linearizable read made while its member knows
+// no leader waits for one (as etcd's read loop does) instead of failing
+// with "no leader", and is answered once a leader is elected.
+func TestReadWaitsForLeader(t *testing.T) {
+	c := newCluster(t, 3)
+	ld := c.waitLeader()
+	rest := c.others(ld)
+	survivor, down := rest[0], rest[1]
+	c.mustPut(ld, "k", "v")
+	ld.mustStop()
+	down.mustStop()
+	c.waitFor("the survivor knows no leader", maxElectionTicks, func() bool {
+		return survivor.member().Status().Leader == 0
+	})
+	errc := make(chan error, 1)
+	go func() { errc <- survivor.member().LinearizableBarrier(context.Background()) }()
+	for range 3 * electionTicks {
+		c.tick()
+		select {
+		case err := <-errc:
+			t.Fatalf("linearizable read without a leader returned %v; it must wait for one", err)
+		default:
+		}
+	}
+	down.start()
+	c.waitFor("the read answered once a leader is elected", opTicks, func() bool { return len(errc) == 1 })
+	if err := <-errc; err != nil {
+		t.Fatalf("linearizable read made during the election: %v", err)
+	}
+}
