@@ -42,6 +42,9 @@ type Store struct {
 	compactor *compactor
 	// apply is set between BeginApply and EndApply (applier goroutine only).
 	apply *applyState
+	// recent indexes the latest versions that may be in memtables
+	// (applier goroutine only).
+	recent *recentIndex
 }
 
 // NewStore loads the revision state from db.
@@ -49,7 +52,7 @@ func NewStore(lg *zap.Logger, db *pebble.DB) (*Store, error) {
 	if lg == nil {
 		lg = zap.NewNop()
 	}
-	s := &Store{lg: lg, db: db}
+	s := &Store{lg: lg, db: db, recent: newRecentIndex(db)}
 	rev, err := readInt64(db, schema.RevisionKey)
 	if err != nil {
 		return nil, err
@@ -298,6 +301,8 @@ func (v *ReadView) Close() { _ = v.snap.Close() }
 func (s *Store) Replace(install func() error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// The install writes the memtables behind the recent index's back.
+	s.recent.reset()
 	if err := install(); err != nil {
 		return err
 	}
