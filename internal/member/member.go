@@ -331,6 +331,7 @@ func (m *Member) Run(ctx context.Context) error {
 	}
 	// The transport has stopped: no transfer holds a pinned snapshot.
 	m.snaps.close()
+	m.store.Close()
 	if cerr := m.db.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("member: close db: %w", cerr)
 	}

@@ -423,6 +423,7 @@ func (h *harness) shut() {
 	}
 	h.views = nil
 	h.stopCompactor()
+	h.s.Close()
 	if err := h.db.Close(); err != nil {
 		h.fatalf("close db: %v", err)
 	}

@@ -205,10 +205,14 @@ func (s *Store) Publish() {
 		a.batch = nil
 	}
 	s.mu.Lock()
+	moved := s.mu.rev != s.writeRev
 	s.mu.rev = s.writeRev
 	compacted := s.writeCompact > s.mu.compactRev
 	s.mu.compactRev = s.writeCompact
 	s.mu.Unlock()
+	if moved {
+		s.iters.reset(s.writeRev)
+	}
 	if compacted {
 		s.compactor.schedule(s.writeCompact)
 	}
