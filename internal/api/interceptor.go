@@ -26,11 +26,9 @@ func learnerAllowed(method string, req any) bool {
 }
 
 func requireLeader(ctx context.Context, m *member.Member) error {
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok {
-		return nil
-	}
-	if vs := md.Get(rpctypes.MetadataRequireLeaderKey); len(vs) > 0 && vs[0] == rpctypes.MetadataHasLeader && m.Status().Leader == 0 {
+	// ValueFromIncomingContext, unlike FromIncomingContext, does not copy
+	// every header of the request (that was ~8% of a put's allocations).
+	if vs := metadata.ValueFromIncomingContext(ctx, rpctypes.MetadataRequireLeaderKey); len(vs) > 0 && vs[0] == rpctypes.MetadataHasLeader && m.Leader() == 0 {
 		return rpctypes.ErrGRPCNoLeader
 	}
 	return nil

@@ -483,6 +483,9 @@ func (m *Member) LinearizableBarrier(ctx context.Context) error {
 	return m.ctxErr(ctx, m.applier.WaitApplied(tctx, idx))
 }
 
+// Leader returns the current leader's ID, or 0 while there is none.
+func (m *Member) Leader() uint64 { return m.node.Leader() }
+
 // Store returns the MVCC store for local reads.
 func (m *Member) Store() *mvcc.Store { return m.store }
 
