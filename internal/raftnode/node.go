@@ -123,6 +123,9 @@ type Node struct {
 	pendingRead *readBatch
 	inflight    map[string]*readBatch // raft goroutine only
 	readSeq     uint64                // raft goroutine only
+	// ticks counts ticks; lastRead is the tick the newest read round was
+	// issued at (raft goroutine only).
+	ticks, lastRead uint64
 
 	// durableTerm and durableVote are the persisted HardState's (raft
 	// goroutine only).
@@ -326,7 +329,12 @@ func (n *Node) Run(ctx context.Context) error {
 			n.failReads(ErrStopped)
 			return nil
 		case <-ticks:
+			n.ticks++
 			n.rn.Tick()
+			// Reads queued behind a round that ended without an answer
+			// (failed on a leader change, or lost) go out at the latest
+			// now.
+			n.issueRead()
 		case p := <-n.propc:
 			n.pending = append(n.pending, p)
 			n.drain()
@@ -482,6 +490,18 @@ func (n *Node) propose(p proposal) {
 }
 
 func (n *Node) issueRead() {
+	// One round at a time: reads that arrive while a round is in flight
+	// wait for it to finish and then share the next round, so under load
+	// a round serves many reads (issuing a round per arrival cost a
+	// heartbeat broadcast per read). A round unanswered for an election
+	// timeout is presumed lost and no longer holds the next one back.
+	if len(n.inflight) > 0 {
+		if n.ticks-n.lastRead < uint64(n.cfg.ElectionTick) {
+			return
+		}
+		// Its readers retry, joining the round issued now or the next.
+		n.failReads(ErrLeaderChanged)
+	}
 	n.readMu.Lock()
 	b := n.pendingRead
 	n.pendingRead = nil
@@ -495,6 +515,7 @@ func (n *Node) issueRead() {
 		return
 	}
 	n.readSeq++
+	n.lastRead = n.ticks
 	rctx := binary.BigEndian.AppendUint64(nil, n.readSeq)
 	n.inflight[string(rctx)] = b
 	n.rn.ReadIndex(rctx)
@@ -610,6 +631,10 @@ func (n *Node) handleReady(ctx context.Context) error {
 	}
 	// 4.
 	n.rn.Advance(rd)
+	if len(rd.ReadStates) > 0 || rd.SoftState != nil {
+		// The reads that queued behind a finished (or failed) round.
+		n.issueRead()
+	}
 	if rd.SoftState != nil || len(rd.CommittedEntries) > 0 && hasConfChange(rd.CommittedEntries) {
 		st := n.rn.Status()
 		voters := st.Config.Voters
