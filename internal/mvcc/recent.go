@@ -46,8 +46,10 @@ type recentIndex struct {
 	tracked bool
 }
 
-// maxRecent bounds the index (~100 B per entry).
-const maxRecent = 1 << 18
+// maxRecent bounds the index (~100 B per entry, ~6 MiB in all, more
+// with GOGC headroom). Past it the memtables are flushed early: with
+// unique keys that happens after ~40 MiB of a 64 MiB memtable.
+const maxRecent = 1 << 16
 
 type recentEntry struct {
 	seq                         uint64
