@@ -29,7 +29,7 @@ func learnerAllowed(method string, req any) bool {
 // whole metadata map, which cost ~7% of a leader's CPU per KeepAliveOnce
 // (etcd's lease-keepalive benchmark opens a stream per keepalive).
 func requireLeader(ctx context.Context, m *member.Member) error {
-	if vs := metadata.ValueFromIncomingContext(ctx, rpctypes.MetadataRequireLeaderKey); len(vs) > 0 && vs[0] == rpctypes.MetadataHasLeader && m.Status().Leader == 0 {
+	if vs := metadata.ValueFromIncomingContext(ctx, rpctypes.MetadataRequireLeaderKey); len(vs) > 0 && vs[0] == rpctypes.MetadataHasLeader && m.Leader() == 0 {
 		return rpctypes.ErrGRPCNoLeader
 	}
 	return nil

@@ -278,7 +278,10 @@ func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 			}
 			switch e.GetType() {
 			case raftpb.EntryType_EntryNormal:
-				if req := reqs[idx]; req != nil {
+				// An entry may carry several requests (raftnode merges
+				// proposals); each is its own revision, in order, and
+				// the whole entry commits in this batch.
+				for _, req := range reqs[idx] {
 					deliveries = append(deliveries, a.applyNormal(b, req))
 					a.met.count(req)
 				}
@@ -344,21 +347,29 @@ func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 
 // decode decodes the normal entries of batch that are not applied yet and
 // reports whether any of them needs an indexed batch.
-func (a *Applier) decode(batch []raftnode.Apply) (map[uint64]*pb.InternalRaftRequest, bool, error) {
+func (a *Applier) decode(batch []raftnode.Apply) (map[uint64][]*pb.InternalRaftRequest, bool, error) {
 	applied := a.applied.Load()
-	reqs := make(map[uint64]*pb.InternalRaftRequest)
+	reqs := make(map[uint64][]*pb.InternalRaftRequest)
 	indexed := false
 	for _, ap := range batch {
 		for _, e := range ap.Entries {
 			if e.GetIndex() <= applied || e.GetType() != raftpb.EntryType_EntryNormal || len(e.GetData()) == 0 {
 				continue
 			}
-			req := &pb.InternalRaftRequest{}
-			if err := proto.Unmarshal(e.GetData(), req); err != nil {
+			parts, err := raftnode.Proposals(e.GetData())
+			if err != nil {
 				return nil, false, fmt.Errorf("apply: entry %d does not decode (corrupt log?): %w", e.GetIndex(), err)
 			}
-			reqs[e.GetIndex()] = req
-			indexed = indexed || readsBatch(req)
+			rs := make([]*pb.InternalRaftRequest, len(parts))
+			for i, data := range parts {
+				req := &pb.InternalRaftRequest{}
+				if err := proto.Unmarshal(data, req); err != nil {
+					return nil, false, fmt.Errorf("apply: entry %d does not decode (corrupt log?): %w", e.GetIndex(), err)
+				}
+				rs[i] = req
+				indexed = indexed || readsBatch(req)
+			}
+			reqs[e.GetIndex()] = rs
 		}
 	}
 	return reqs, indexed, nil

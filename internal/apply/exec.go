@@ -23,6 +23,9 @@ type View interface {
 type Writer interface {
 	View
 	Put(key, value []byte, lease int64) (*mvccpb.KeyValue, error)
+	// PutMeta is Put when only the previous version's metadata is read
+	// (its Value may be missing: see mvcc.WriteTxn.PutMeta).
+	PutMeta(key, value []byte, lease int64) (*mvccpb.KeyValue, error)
 	DeleteRange(key, end []byte) ([]*mvccpb.KeyValue, error)
 }
 
@@ -182,7 +185,13 @@ func put(w Writer, r *pb.PutRequest) (*pb.PutResponse, error) {
 			lease = rr.KVs[0].Lease
 		}
 	}
-	prev, err := w.Put(r.Key, val, lease)
+	var prev *mvccpb.KeyValue
+	var err error
+	if r.PrevKv {
+		prev, err = w.Put(r.Key, val, lease)
+	} else {
+		prev, err = w.PutMeta(r.Key, val, lease)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -37,9 +37,9 @@ func newEnv(t *testing.T) *env {
 	lg := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	db, err := storage.Open(lg, t.TempDir())
 	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, db.Close()) })
 	s, err := mvcc.NewStore(lg, db)
 	require.NoError(t, err)
+	t.Cleanup(func() { s.Close(); require.NoError(t, db.Close()) })
 	return &env{t: t, db: db, s: s}
 }
 

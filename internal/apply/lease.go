@@ -122,8 +122,24 @@ func (a *Applier) leaseWriter(b *pebble.Batch, t *mvcc.WriteTxn) Writer {
 }
 
 func (w leaseWriter) Put(key, value []byte, id int64) (*mvccpb.KeyValue, error) {
+	return w.put(key, value, id, true)
+}
+
+// PutMeta must not be promoted from the WriteTxn: the lease index follows
+// every put.
+func (w leaseWriter) PutMeta(key, value []byte, id int64) (*mvccpb.KeyValue, error) {
+	return w.put(key, value, id, false)
+}
+
+func (w leaseWriter) put(key, value []byte, id int64, prevValue bool) (*mvccpb.KeyValue, error) {
 	l := w.l
-	prev, err := w.WriteTxn.Put(key, value, id)
+	var prev *mvccpb.KeyValue
+	var err error
+	if prevValue {
+		prev, err = w.WriteTxn.Put(key, value, id)
+	} else {
+		prev, err = w.WriteTxn.PutMeta(key, value, id)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -336,6 +336,7 @@ func (m *Member) Run(ctx context.Context) error {
 	}
 	// The transport has stopped: no transfer holds a pinned snapshot.
 	m.snaps.close()
+	m.store.Close()
 	if cerr := m.db.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("member: close db: %w", cerr)
 	}
@@ -522,6 +523,9 @@ func (m *Member) LinearizableBarrier(ctx context.Context) error {
 	}
 	return m.ctxErr(ctx, m.applier.WaitApplied(tctx, idx))
 }
+
+// Leader returns the current leader's ID, or 0 while there is none.
+func (m *Member) Leader() uint64 { return m.node.Leader() }
 
 // Store returns the MVCC store for local reads.
 func (m *Member) Store() *mvcc.Store { return m.store }

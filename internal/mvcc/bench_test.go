@@ -16,11 +16,11 @@ func benchStore(b testing.TB) (*pebble.DB, *Store) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { _ = db.Close() })
 	s, err := NewStore(zap.NewNop(), db)
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(func() { s.Close(); _ = db.Close() })
 	return db, s
 }
 

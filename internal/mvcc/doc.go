@@ -4,9 +4,10 @@
 // Versions live in Pebble under schema.MVCC, keyed by the order-preserving
 // encoding of the user key followed by the bitwise NOT of its revision, so
 // the newest version of a key sorts first and a head read is one forward
-// scan. Nothing per key is kept in memory: memory does not grow with the
-// number of keys or revisions (etcd keeps a B-tree of every key's revisions
-// in RAM; this package must not).
+// scan. Nothing per key is kept in memory beyond the keys written since the
+// last memtable flush (the applier's recent index, bounded; see recent.go):
+// memory does not grow with the number of keys or revisions (etcd keeps a
+// B-tree of every key's revisions in RAM; this package must not).
 //
 // Concurrency: writes come from exactly one goroutine, the applier, through
 // a WriteTxn on a Pebble indexed batch that the applier commits. Reads may

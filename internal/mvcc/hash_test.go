@@ -18,9 +18,9 @@ type hashStore struct {
 func newHashStore(t *testing.T) *hashStore {
 	db, err := storage.Open(nil, t.TempDir())
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
 	s, err := NewStore(nil, db)
 	require.NoError(t, err)
+	t.Cleanup(func() { s.Close(); _ = db.Close() })
 	return &hashStore{db, s}
 }
 

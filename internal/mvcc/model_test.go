@@ -97,21 +97,33 @@ func modelSeeds(t *testing.T) []uint64 {
 	return seeds
 }
 
-func TestModel(t *testing.T) {
+func TestModel(t *testing.T) { testModel(t, false) }
+
+// TestModelApplyPath runs the model with every write in an apply batch
+// (BeginApply ... Publish) and with memtable flushes in between, so the
+// latest-version lookups go through the recent index and the
+// sstables-only iterator (see recentIndex) most of the time.
+func TestModelApplyPath(t *testing.T) { testModel(t, true) }
+
+func testModel(t *testing.T, applyPath bool) {
 	ops := *modelOps
 	if testing.Short() {
 		ops /= 3
 	}
 	for _, seed := range modelSeeds(t) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			t.Logf("seed %d (reproduce: go test ./internal/mvcc -run TestModel -seed=%d)", seed, seed)
+			t.Logf("seed %d (reproduce: go test ./internal/mvcc -run %s -seed=%d)", seed, t.Name()[:strings.Index(t.Name(), "/")], seed)
 			h := newHarness(t, seed)
+			h.applyPath = applyPath
 			for i := 0; i < ops; i++ {
 				h.step(i)
 			}
 			h.checkAllRevisions()
 			h.restart()
 			h.checkAllRevisions()
+			if applyPath && h.durableBatches < ops/20 {
+				t.Errorf("only %d of the apply batches used the sstables-only iterator", h.durableBatches)
+			}
 		})
 	}
 }
@@ -347,6 +359,12 @@ type harness struct {
 
 	op    int
 	trail []string
+
+	// applyPath: every write goes through an apply batch, and memtables
+	// are flushed now and then (TestModelApplyPath).
+	applyPath bool
+	// durableBatches counts apply batches that had the recent index on.
+	durableBatches int
 }
 
 type modelView struct {
@@ -405,6 +423,7 @@ func (h *harness) shut() {
 	}
 	h.views = nil
 	h.stopCompactor()
+	h.s.Close()
 	if err := h.db.Close(); err != nil {
 		h.fatalf("close db: %v", err)
 	}
@@ -717,6 +736,8 @@ func (h *harness) step(i int) {
 		h.opAbandon()
 	case r < 85:
 		h.restart()
+	case h.applyPath && r < 90:
+		h.opFlush()
 	default:
 		h.opWrite(1)
 	}
@@ -769,12 +790,23 @@ func (h *harness) writeTxn(t *WriteTxn, x *mtxn, n int) {
 			}
 			v, l := h.value(), h.lease()
 			h.note("  put %q=%q lease=%d", k, v, l)
-			got, err := t.Put(k, v, l)
+			meta := h.rng.IntN(2) == 0
+			put := t.Put
+			if meta {
+				put = t.PutMeta
+			}
+			got, err := put(k, v, l)
 			if err != nil {
 				h.fatalf("Put(%q): %v", k, err)
 			}
-			if err := diffKV(got, x.put(string(k), v, l)); err != nil {
-				h.fatalf("Put(%q) prev: %v", k, err)
+			want := x.put(string(k), v, l)
+			if meta && got != nil && want != nil && got.Value == nil {
+				// PutMeta may leave out the previous value.
+				want = proto.Clone(want).(*mvccpb.KeyValue)
+				want.Value = nil
+			}
+			if err := diffKV(got, want); err != nil {
+				h.fatalf("Put(%q) prev (PutMeta %v): %v", k, meta, err)
 			}
 			puts = append(puts, k)
 		case 3:
@@ -813,12 +845,41 @@ func (h *harness) opWrite(n int) {
 	h.note("write txn of %d", n)
 	b := h.db.NewIndexedBatch()
 	defer b.Close()
+	if h.applyPath {
+		h.beginApply()
+		defer h.s.EndApply()
+	}
 	t, x := h.s.Write(b), h.m.write()
 	h.writeTxn(t, x, n)
 	if got, want := t.End(), x.end(); got != want {
 		h.fatalf("End() = %d, want %d", got, want)
 	}
 	h.commit(b)
+}
+
+// beginApply starts an apply batch, with or without watch events.
+func (h *harness) beginApply() {
+	if err := h.s.BeginApply(h.rng.IntN(2) == 0); err != nil {
+		h.fatalf("BeginApply: %v", err)
+	}
+	if h.s.apply.durable != nil {
+		h.durableBatches++
+	}
+}
+
+// opFlush moves the memtables into sstables, which retires entries of
+// the recent index.
+func (h *harness) opFlush() {
+	h.note("flush")
+	if h.rng.IntN(2) == 0 {
+		if err := h.db.Flush(); err != nil {
+			h.fatalf("flush: %v", err)
+		}
+		return
+	}
+	if _, err := h.db.AsyncFlush(); err != nil {
+		h.fatalf("async flush: %v", err)
+	}
 }
 
 func (h *harness) commit(b *pebble.Batch) {
@@ -842,13 +903,16 @@ func (h *harness) opBatch() {
 	n := 2 + h.rng.IntN(3)
 	// Half the batches go through the applier's fast latest-version path
 	// (BeginApply: one DB iterator plus an overlay of the batch's writes).
-	fast := h.rng.IntN(2) == 0
+	fast := h.applyPath || h.rng.IntN(2) == 0
 	h.note("batch of %d txns (fast path %v)", n, fast)
 	b := h.db.NewIndexedBatch()
 	defer b.Close()
 	if fast {
 		if err := h.s.BeginApply(true); err != nil {
 			h.fatalf("BeginApply: %v", err)
+		}
+		if h.s.apply.durable != nil {
+			h.durableBatches++
 		}
 		defer h.s.EndApply()
 	}

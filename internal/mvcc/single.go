@@ -6,7 +6,7 @@ import "go.etcd.io/etcd/api/v3/mvccpb"
 // if none). During an apply batch it reads the batch's overlay and the DB,
 // never the batch itself, so it works on an unindexed batch.
 func (t *WriteTxn) Latest(key []byte) (*mvccpb.KeyValue, error) {
-	return t.latest(key)
+	return t.latest(key, true)
 }
 
 // DeleteKey deletes one key if it is live and returns the deleted version
@@ -14,7 +14,7 @@ func (t *WriteTxn) Latest(key []byte) (*mvccpb.KeyValue, error) {
 // lease revocation, which deletes known keys one by one, does not force
 // the whole apply batch to be indexed.
 func (t *WriteTxn) DeleteKey(key []byte) (*mvccpb.KeyValue, error) {
-	prev, err := t.latest(key)
+	prev, err := t.latest(key, true)
 	if err != nil || prev == nil {
 		return nil, err
 	}

@@ -51,17 +51,35 @@ func (t *WriteTxn) Range(key, end []byte, o RangeOptions) (*RangeResult, error) 
 	return res, nil
 }
 
-// latest returns the newest live version of key, or nil.
-func (t *WriteTxn) latest(key []byte) (*mvccpb.KeyValue, error) {
+// latest returns the newest live version of key, or nil. Without
+// needValue the returned version may lack its value.
+func (t *WriteTxn) latest(key []byte, needValue bool) (*mvccpb.KeyValue, error) {
 	if a := t.s.apply; a != nil {
 		// Fast path: a key written earlier in this apply batch is in the
 		// overlay; any other key is read from the DB as of the start of
-		// the batch, through one iterator reused for the whole batch
+		// the batch, through iterators reused for the whole batch
 		// (creating a batch iterator per put cost ~12% of the put path).
 		if kv, ok := a.overlay[string(key)]; ok {
 			return kv, nil
 		}
-		return a.latestInDB(key)
+		if a.durable != nil {
+			// Keys that may have a version in a memtable are in the
+			// recent index; for all others the sstables are enough.
+			e, ok := t.s.recent.m[string(key)]
+			switch {
+			case !ok:
+				return latestIn(a.durable, key)
+			case e.deleted:
+				return nil, nil
+			case !needValue:
+				return &mvccpb.KeyValue{Key: key, CreateRevision: e.create, ModRevision: e.mod, Version: e.version, Lease: e.lease}, nil
+			}
+		}
+		it, err := a.fullIter(t.s.db)
+		if err != nil {
+			return nil, err
+		}
+		return latestIn(it, key)
 	}
 	it, err := t.b.NewIter(rangeBounds(key, nil))
 	if err != nil {
@@ -85,7 +103,19 @@ func (t *WriteTxn) latest(key []byte) (*mvccpb.KeyValue, error) {
 // Put writes a new version of key and returns the previous live version (nil
 // if none).
 func (t *WriteTxn) Put(key, value []byte, lease int64) (*mvccpb.KeyValue, error) {
-	prev, err := t.latest(key)
+	return t.put(key, value, lease, true)
+}
+
+// PutMeta is Put for callers that read only the previous version's
+// metadata (revisions, version, lease): its Value may be missing, which
+// spares a memtable seek for a recently written key.
+func (t *WriteTxn) PutMeta(key, value []byte, lease int64) (*mvccpb.KeyValue, error) {
+	return t.put(key, value, lease, false)
+}
+
+func (t *WriteTxn) put(key, value []byte, lease int64, prevValue bool) (*mvccpb.KeyValue, error) {
+	collect := t.s.apply != nil && t.s.apply.collect
+	prev, err := t.latest(key, prevValue || collect)
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +124,7 @@ func (t *WriteTxn) Put(key, value []byte, lease int64) (*mvccpb.KeyValue, error)
 	if prev != nil {
 		r.create, r.version = prev.CreateRevision, prev.Version+1
 	}
-	if kv := t.stage(key, r); kv != nil && t.s.apply.collect {
+	if kv := t.stage(key, r); kv != nil && collect {
 		t.s.apply.events = append(t.s.apply.events, &mvccpb.Event{Type: mvccpb.Event_PUT, Kv: kv, PrevKv: prev})
 	}
 	return prev, nil
@@ -127,6 +157,10 @@ func (t *WriteTxn) stage(key []byte, r record) *mvccpb.KeyValue {
 			kv = &mvccpb.KeyValue{Key: key, CreateRevision: r.create, ModRevision: rev, Version: r.version, Lease: r.lease, Value: r.value}
 		}
 		a.overlay[string(key)] = kv
+		a.batch = t.b
+	} else {
+		// The recent index cannot know this write (see recentIndex).
+		t.s.recent.dirty = true
 	}
 	t.buf = versionKey(t.buf[:0], key, rev, sub)
 	val := appendRecord(make([]byte, 0, len(r.value)+16), r)
@@ -164,11 +198,21 @@ func (s *Store) Compact(b *pebble.Batch, rev int64) (<-chan struct{}, error) {
 // Publish makes everything staged so far visible to readers. The applier
 // calls it after the batch holding the staged writes is committed.
 func (s *Store) Publish() {
+	if a := s.apply; a != nil && a.batch != nil {
+		// The batch is committed: its sequence numbers are known.
+		b := a.batch
+		s.recent.published(s.db, uint64(b.SeqNum())+uint64(b.Count())-1, a.overlay)
+		a.batch = nil
+	}
 	s.mu.Lock()
+	moved := s.mu.rev != s.writeRev
 	s.mu.rev = s.writeRev
 	compacted := s.writeCompact > s.mu.compactRev
 	s.mu.compactRev = s.writeCompact
 	s.mu.Unlock()
+	if moved {
+		s.iters.reset(s.writeRev)
+	}
 	if compacted {
 		s.compactor.schedule(s.writeCompact)
 	}
@@ -176,6 +220,7 @@ func (s *Store) Publish() {
 
 // Abandon forgets staged writes after the applier discarded its batch.
 func (s *Store) Abandon() {
+	s.recent.reset()
 	s.mu.RLock()
 	s.writeRev, s.writeCompact = s.mu.rev, s.mu.compactRev
 	s.mu.RUnlock()
@@ -197,26 +242,53 @@ func (t *WriteTxn) Changed() bool { return t.changes > 0 }
 
 // applyState is the applier's per-batch read state (see BeginApply).
 type applyState struct {
-	it      *pebble.Iterator
-	overlay map[string]*mvccpb.KeyValue // nil value: deleted in this batch
+	// full reads the whole DB (memtables and sstables); opened on first
+	// use. durable reads only sstables; set when the recent index covers
+	// the memtables (see recentIndex).
+	full, durable *pebble.Iterator
+	overlay       map[string]*mvccpb.KeyValue // nil value: deleted in this batch
+	// batch is the batch the writes are staged in, once there is one.
+	batch *pebble.Batch
 	// collect asks for the batch's changes as watch events, in revision
 	// order; it is off when nobody watches, to spare the allocations.
 	collect bool
 	events  []*mvccpb.Event
 }
 
+func mvccBounds() *pebble.IterOptions {
+	return &pebble.IterOptions{LowerBound: []byte{schema.MVCC}, UpperBound: []byte{schema.MVCC + 1}}
+}
+
+func (a *applyState) fullIter(db *pebble.DB) (*pebble.Iterator, error) {
+	if a.full == nil {
+		it, err := db.NewIter(mvccBounds())
+		if err != nil {
+			return nil, err
+		}
+		a.full = it
+	}
+	return a.full, nil
+}
+
 // BeginApply prepares the fast latest-version lookup for one apply batch:
 // the DB cannot change under the applier during a batch (only the applier
-// writes live versions), so one DB iterator serves every lookup, and keys
-// written in the batch are answered from an overlay. Call EndApply after
-// the batch is committed or abandoned. With collect set, the batch's changes
-// are gathered as watch events (see TakeEvents). Applier goroutine only.
+// writes live versions), so iterators opened now serve every lookup, and
+// keys written in the batch are answered from an overlay. Call EndApply
+// after the batch is committed or abandoned, and Publish after a commit.
+// With collect set, the batch's changes are gathered as watch events (see
+// TakeEvents). Applier goroutine only.
 func (s *Store) BeginApply(collect bool) error {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{schema.MVCC}, UpperBound: []byte{schema.MVCC + 1}})
-	if err != nil {
-		return err
+	a := &applyState{overlay: make(map[string]*mvccpb.KeyValue), collect: collect}
+	if s.recent.usable(s.db) {
+		o := mvccBounds()
+		o.OnlyReadGuaranteedDurable = true
+		it, err := s.db.NewIter(o)
+		if err != nil {
+			return err
+		}
+		a.durable = it
 	}
-	s.apply = &applyState{it: it, overlay: make(map[string]*mvccpb.KeyValue), collect: collect}
+	s.apply = a
 	return nil
 }
 
@@ -233,18 +305,28 @@ func (s *Store) TakeEvents() ([]*mvccpb.Event, bool) {
 
 // EndApply releases what BeginApply set up.
 func (s *Store) EndApply() {
-	if s.apply != nil {
-		_ = s.apply.it.Close()
+	if a := s.apply; a != nil {
+		if a.full != nil {
+			_ = a.full.Close()
+		}
+		if a.durable != nil {
+			_ = a.durable.Close()
+		}
+		if a.batch != nil {
+			// Staged but never published (abandoned or failed).
+			s.recent.reset()
+		}
 		s.apply = nil
 	}
 }
 
-func (a *applyState) latestInDB(key []byte) (*mvccpb.KeyValue, error) {
+// latestIn returns the newest live version of key in it, or nil.
+func latestIn(it *pebble.Iterator, key []byte) (*mvccpb.KeyValue, error) {
 	start := keyStart(key)
-	if !a.it.SeekGE(start) {
-		return nil, a.it.Error()
+	if !it.SeekGE(start) {
+		return nil, it.Error()
 	}
-	k := a.it.Key()
+	k := it.Key()
 	if !sameKey(k, start[1:]) {
 		return nil, nil
 	}
@@ -252,7 +334,7 @@ func (a *applyState) latestInDB(key []byte) (*mvccpb.KeyValue, error) {
 	if err != nil {
 		return nil, err
 	}
-	val, err := a.it.ValueAndErr()
+	val, err := it.ValueAndErr()
 	if err != nil {
 		return nil, err
 	}

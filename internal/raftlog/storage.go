@@ -48,7 +48,11 @@ type Storage struct {
 // Bounds of the in-memory tail of the log.
 const (
 	tailMaxEntries = 4096
-	tailMaxBytes   = 16 << 20
+	// A few Readies' worth: entries are read back to be applied right
+	// after they are saved. Entries that carry merged proposals are big
+	// (up to 256 KiB), and every byte held here is multiplied by GOGC in
+	// the heap target.
+	tailMaxBytes = 4 << 20
 )
 
 var _ raft.Storage = (*Storage)(nil)

@@ -149,6 +149,10 @@ type Node struct {
 	leaderMu   sync.Mutex
 	leaderWait chan struct{}
 
+	// pending holds the proposals taken by drain, proposed together by
+	// flushProposals (raft goroutine only).
+	pending []proposal
+
 	readMu      sync.Mutex
 	pendingRead *readBatch
 	// At most one read round is in flight (raft goroutine only): reads
@@ -416,7 +420,7 @@ func (n *Node) Run(ctx context.Context) error {
 				}
 			}
 		case p := <-n.propc:
-			n.propose(p)
+			n.pending = append(n.pending, p)
 			n.drain()
 		case m := <-n.recvc:
 			n.step(m)
@@ -443,16 +447,105 @@ func (n *Node) termVoteDurable(hs *raftpb.HardState) bool {
 // all land in one Ready: one fsync and one round of messages for all of
 // them (on a follower, one fsync per leader append would cap throughput).
 func (n *Node) drain() {
+	defer n.flushProposals()
 	for i := 0; i < 4096; i++ {
 		select {
 		case p := <-n.propc:
-			n.propose(p)
+			n.pending = append(n.pending, p)
 		case m := <-n.recvc:
 			n.step(m)
 		default:
 			return
 		}
 	}
+}
+
+// maxMergedBytes bounds the payload of an entry that carries several
+// proposals; a bigger proposal gets an entry of its own.
+const maxMergedBytes = 256 << 10
+
+// flushProposals proposes the pending proposals, several per log entry
+// where possible (see MergeProposals): raft, the log write, the peer
+// messages and the applier then pay their per-entry costs once per group
+// instead of once per request.
+func (n *Node) flushProposals() {
+	ps := n.pending
+	for len(ps) > 0 {
+		k, size := 1, len(ps[0].data)
+		if !ps[0].leaderOnly {
+			for k < len(ps) && !ps[k].leaderOnly && size+len(ps[k].data) <= maxMergedBytes {
+				size += len(ps[k].data)
+				k++
+			}
+		}
+		if k == 1 {
+			n.propose(ps[0])
+		} else {
+			n.proposeMerged(ps[:k], size)
+		}
+		ps = ps[k:]
+	}
+	clear(n.pending)
+	n.pending = n.pending[:0]
+}
+
+func (n *Node) proposeMerged(ps []proposal, size int) {
+	parts := make([][]byte, len(ps))
+	for i, p := range ps {
+		parts[i] = p.data
+	}
+	err := n.rn.Propose(MergeProposals(parts, size))
+	if errors.Is(err, raft.ErrProposalDropped) && n.lead.Load() == raft.None {
+		err = ErrNoLeader
+	}
+	if err != nil {
+		for _, p := range ps {
+			p.errc <- err
+		}
+	}
+}
+
+// MergeProposals encodes several proposals (of size bytes in all, a
+// capacity hint) as the data of one entry; Proposals decodes it.
+func MergeProposals(parts [][]byte, size int) []byte {
+	data := make([]byte, 0, len(mergedMagic)+size+len(parts)*binary.MaxVarintLen32)
+	data = append(data, mergedMagic...)
+	for _, p := range parts {
+		data = binary.AppendUvarint(data, uint64(len(p)))
+		data = append(data, p...)
+	}
+	return data
+}
+
+// mergedMagic starts the data of an entry that carries several
+// proposals. No protobuf message starts with a 0x00 byte (field number 0
+// is invalid), so it cannot be mistaken for a single proposal.
+var mergedMagic = []byte{0x00, 0x01}
+
+// errBadMerged reports merged entry data that does not decode.
+var errBadMerged = errors.New("raftnode: malformed merged entry")
+
+// Proposals returns the proposals a normal entry's data carries, in the
+// order they were proposed: the data itself, or the parts of a merged
+// entry. The parts alias data.
+func Proposals(data []byte) ([][]byte, error) {
+	if len(data) < len(mergedMagic) || data[0] != mergedMagic[0] {
+		return [][]byte{data}, nil
+	}
+	if data[1] != mergedMagic[1] {
+		return nil, errBadMerged
+	}
+	var out [][]byte
+	rest := data[len(mergedMagic):]
+	for len(rest) > 0 {
+		l, k := binary.Uvarint(rest)
+		if k <= 0 || l > uint64(len(rest)-k) {
+			return nil, errBadMerged
+		}
+		out = append(out, rest[k:k+int(l)])
+		rest = rest[k+int(l):]
+	}
+	return out, nil
 }
 
 func (n *Node) step(m *raftpb.Message) {
@@ -649,6 +742,10 @@ func (n *Node) handleReady(ctx context.Context) error {
 	}
 	// 4.
 	n.rn.Advance(rd)
+	if len(rd.ReadStates) > 0 || rd.SoftState != nil {
+		// The reads that queued behind a finished (or failed) round.
+		n.issueRead()
+	}
 	if rd.SoftState != nil || len(rd.CommittedEntries) > 0 && hasConfChange(rd.CommittedEntries) {
 		st := n.rn.Status()
 		voters := st.Config.Voters

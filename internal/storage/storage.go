@@ -49,6 +49,8 @@ func Open(lg *zap.Logger, dir string) (*pebble.DB, error) {
 		CompactionConcurrencyRange:  func() (int, int) { return 1, 2 },
 		Logger:                      zapLogger{lg.Sugar()},
 	}
+	ft := &flushTracker{}
+	opts.EventListener = &pebble.EventListener{FlushEnd: ft.flushEnd}
 	for i := range opts.Levels {
 		opts.Levels[i].BlockSize = 32 << 10
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
@@ -68,6 +70,7 @@ func Open(lg *zap.Logger, dir string) (*pebble.DB, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	register(db, ft)
 	return db, nil
 }
 

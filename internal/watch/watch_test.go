@@ -107,7 +107,7 @@ func newProp(t *testing.T, seed uint64) *prop {
 		FragmentBytes:   40,
 		IsCompacted:     func(err error) bool { return err == mvcc.ErrCompacted },
 	})
-	p.stop = func() { cancel(); <-done; _ = db.Close() }
+	p.stop = func() { cancel(); <-done; s.Close(); _ = db.Close() }
 	t.Cleanup(p.stop)
 	return p
 }

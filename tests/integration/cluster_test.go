@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/cairnkv/cairn/internal/api"
+	"github.com/cairnkv/cairn/internal/raftnode"
 )
 
 // TestBootstrapAndReplicate: a new cluster of 1 and of 3 members
@@ -289,10 +290,11 @@ func TestLogDivergenceRepair(t *testing.T) {
 	all := c.all()
 	rest := c.others(old)
 
-	// Count the entries the isolated leader tries to replicate beyond
-	// the commit index (they are dropped by the partition).
+	// Count the proposals the isolated leader tries to replicate beyond
+	// the commit index (they are dropped by the partition); an entry may
+	// carry several (raftnode merges concurrent proposals).
 	var mu sync.Mutex
-	lost := map[uint64]bool{}
+	lost := map[[2]uint64]bool{}
 	oldID := old.ID()
 	c.net.setObserver(func(from uint64, m *raftpb.Message) {
 		if from != oldID || m.GetType() != raftpb.MessageType_MsgApp {
@@ -302,7 +304,13 @@ func TestLogDivergenceRepair(t *testing.T) {
 		defer mu.Unlock()
 		for _, e := range m.GetEntries() {
 			if e.GetIndex() > commitBefore && len(e.GetData()) > 0 {
-				lost[e.GetIndex()] = true
+				parts, err := raftnode.Proposals(e.GetData())
+				if err != nil {
+					t.Errorf("entry %d: %v", e.GetIndex(), err)
+				}
+				for i := range parts {
+					lost[[2]uint64{e.GetIndex(), uint64(i)}] = true
+				}
 			}
 		}
 	})

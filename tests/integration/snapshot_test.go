@@ -13,13 +13,15 @@ import (
 	"github.com/cairnkv/cairn/internal/config"
 )
 
-// smallSnapshots makes the leader compact its raft log every 20 applied
-// entries, keeping only 5 (etcd's --snapshot-count and
+// smallSnapshots makes the leader compact its raft log every 5 applied
+// entries, keeping only 2 (etcd's --snapshot-count and
 // --experimental-snapshot-catchup-entries), so a follower that misses more
-// than that must be sent a snapshot.
+// than that must be sent a snapshot. The counts are entries, not requests:
+// concurrent proposals share entries (raftnode merges them), so the tests'
+// bursts of 60-100 parallel puts may make only a few entries.
 func smallSnapshots(cfg *config.Server) {
-	cfg.SnapshotCount = 20
-	cfg.SnapshotCatchUpEntries = 5
+	cfg.SnapshotCount = 5
+	cfg.SnapshotCatchUpEntries = 2
 }
 
 // TestSnapshotCatchUp: a follower cut off while many entries commit finds,

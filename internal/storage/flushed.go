@@ -1,0 +1,55 @@
+package storage
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"weak"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// flushTracker follows the highest sequence number that flushes have
+// moved from memtables into sstables.
+type flushTracker struct{ seq atomic.Uint64 }
+
+func (t *flushTracker) flushEnd(info pebble.FlushInfo) {
+	if info.Err != nil {
+		return
+	}
+	var top uint64
+	for _, o := range info.Output {
+		top = max(top, uint64(o.LargestSeqNum))
+	}
+	for {
+		cur := t.seq.Load()
+		if top <= cur || t.seq.CompareAndSwap(cur, top) {
+			return
+		}
+	}
+}
+
+// trackers maps each DB opened by Open to its flush tracker; entries go
+// away with their DB.
+var trackers sync.Map // weak.Pointer[pebble.DB] -> *flushTracker
+
+func register(db *pebble.DB, t *flushTracker) {
+	key := weak.Make(db)
+	trackers.Store(key, t)
+	runtime.AddCleanup(db, func(k weak.Pointer[pebble.DB]) { trackers.Delete(k) }, key)
+}
+
+// FlushedSeqNum returns a sequence number S such that every write with a
+// sequence number <= S has left the memtables: an iterator created now
+// with IterOptions.OnlyReadGuaranteedDurable (sstables only) sees it. The
+// bound is exact at flush boundaries: memtables hold disjoint, increasing
+// ranges of sequence numbers and are flushed oldest first, and Pebble
+// reports a flush only after the new sstables are visible to iterators.
+// ok is false for a DB that Open did not open.
+func FlushedSeqNum(db *pebble.DB) (seq uint64, ok bool) {
+	v, found := trackers.Load(weak.Make(db))
+	if !found {
+		return 0, false
+	}
+	return v.(*flushTracker).seq.Load(), true
+}
