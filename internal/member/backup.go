@@ -48,23 +48,13 @@ func Restore(lg *zap.Logger, cfg config.Server, path string) (backup.Info, error
 	if lg == nil {
 		lg = zap.NewNop()
 	}
-	members, err := membership.ParseInitialCluster(cfg.InitialCluster, cfg.InitialClusterToken)
+	members, self, err := initialMembers(cfg)
 	if err != nil {
 		return info, err
 	}
-	var self *membership.Member
 	ids := make([]uint64, 0, len(members))
-	for i := range members {
-		ids = append(ids, members[i].ID)
-		if members[i].Name == cfg.Name {
-			self = &members[i]
-		}
-	}
-	if self == nil {
-		return info, fmt.Errorf("member: --initial-cluster %q has no member named %q (--name)", cfg.InitialCluster, cfg.Name)
-	}
-	if !sameURLs(self.PeerURLs, cfg.InitialAdvertisePeerURLs) {
-		return info, fmt.Errorf("member: --initial-cluster has %s=%v but --initial-advertise-peer-urls is %v; they must match", cfg.Name, self.PeerURLs, cfg.InitialAdvertisePeerURLs)
+	for _, mem := range members {
+		ids = append(ids, mem.ID)
 	}
 	if entries, err := os.ReadDir(cfg.DataDir); err == nil && len(entries) > 0 {
 		return info, fmt.Errorf("member: data dir %s exists and is not empty; restore into a new one", cfg.DataDir)

@@ -218,21 +218,9 @@ func newMember(lg *zap.Logger, cfg config.Server, db *pebble.DB, opts Options) (
 // cluster: the leader then sends the log or a snapshot).
 func (m *Member) bootstrap() ([]raft.Peer, error) {
 	cfg := m.cfg
-	members, err := membership.ParseInitialCluster(cfg.InitialCluster, cfg.InitialClusterToken)
+	members, self, err := initialMembers(cfg)
 	if err != nil {
 		return nil, err
-	}
-	var self *membership.Member
-	for i := range members {
-		if members[i].Name == cfg.Name {
-			self = &members[i]
-		}
-	}
-	if self == nil {
-		return nil, fmt.Errorf("member: --initial-cluster %q has no member named %q (--name)", cfg.InitialCluster, cfg.Name)
-	}
-	if !sameURLs(self.PeerURLs, cfg.InitialAdvertisePeerURLs) {
-		return nil, fmt.Errorf("member: --initial-cluster has %s=%v but --initial-advertise-peer-urls is %v; they must match", cfg.Name, self.PeerURLs, cfg.InitialAdvertisePeerURLs)
 	}
 	var clusterID uint64
 	var peers []raft.Peer
@@ -282,6 +270,28 @@ func (m *Member) bootstrap() ([]raft.Peer, error) {
 	m.lg.Info("bootstrapping member", zap.String("member-id", fmt.Sprintf("%x", m.id)),
 		zap.String("cluster-id", fmt.Sprintf("%x", clusterID)), zap.String("initial-cluster-state", cfg.InitialClusterState))
 	return peers, nil
+}
+
+// initialMembers parses --initial-cluster and finds this member (--name)
+// in it, with the peer URLs it advertises.
+func initialMembers(cfg config.Server) ([]membership.Member, *membership.Member, error) {
+	members, err := membership.ParseInitialCluster(cfg.InitialCluster, cfg.InitialClusterToken)
+	if err != nil {
+		return nil, nil, err
+	}
+	var self *membership.Member
+	for i := range members {
+		if members[i].Name == cfg.Name {
+			self = &members[i]
+		}
+	}
+	if self == nil {
+		return nil, nil, fmt.Errorf("member: --initial-cluster %q has no member named %q (--name)", cfg.InitialCluster, cfg.Name)
+	}
+	if !sameURLs(self.PeerURLs, cfg.InitialAdvertisePeerURLs) {
+		return nil, nil, fmt.Errorf("member: --initial-cluster has %s=%v but --initial-advertise-peer-urls is %v; they must match", cfg.Name, self.PeerURLs, cfg.InitialAdvertisePeerURLs)
+	}
+	return members, self, nil
 }
 
 func sameURLs(a, b []string) bool {
