@@ -420,39 +420,7 @@ func (m *Member) Propose(ctx context.Context, req *pb.InternalRaftRequest) (appl
 	defer done()
 	tctx, cancel := context.WithTimeout(ctx, m.requestTimeout())
 	defer cancel()
-	errc, err := m.node.Propose(tctx, data)
-	if err != nil {
-		return apply.Result{}, m.ctxErr(ctx, err)
-	}
-	select {
-	case r := <-ch:
-		return r, nil
-	case err := <-errc:
-		if errors.Is(err, raftnode.ErrNoLeader) {
-			return m.proposeOnceLeader(ctx, tctx, data, ch)
-		}
-		return apply.Result{}, err
-	case <-tctx.Done():
-		return apply.Result{}, m.ctxErr(ctx, tctx.Err())
-	case <-m.stopping:
-		return apply.Result{}, ErrStopped
-	}
-}
-
-// proposeOnceLeader proposes data again once a leader is known; raft
-// dropped it for want of one. Compat: etcd's raft node holds a proposal
-// while there is no leader and proposes it once one is known, so a short
-// election is invisible to clients; if the request times out first, the
-// client gets gRPC's DeadlineExceeded (ErrNoLeaderTimeout). A dropped
-// proposal is in no log, so proposing it again cannot apply it twice.
-func (m *Member) proposeOnceLeader(ctx, tctx context.Context, data []byte, ch <-chan apply.Result) (apply.Result, error) {
 	for {
-		if err := m.node.WaitLeader(tctx); err != nil {
-			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-				return apply.Result{}, ErrNoLeaderTimeout
-			}
-			return apply.Result{}, m.ctxErr(ctx, err)
-		}
 		errc, err := m.node.Propose(tctx, data)
 		if err != nil {
 			return apply.Result{}, m.ctxErr(ctx, err)
@@ -468,6 +436,18 @@ func (m *Member) proposeOnceLeader(ctx, tctx context.Context, data []byte, ch <-
 			return apply.Result{}, m.ctxErr(ctx, tctx.Err())
 		case <-m.stopping:
 			return apply.Result{}, ErrStopped
+		}
+		// Raft dropped it for want of a leader. Compat: etcd's raft node
+		// holds a proposal while there is no leader and proposes it once
+		// one is known, so a short election is invisible to clients; if
+		// the request times out first, the client gets gRPC's
+		// DeadlineExceeded (ErrNoLeaderTimeout). A dropped proposal is in
+		// no log, so proposing it again cannot apply it twice.
+		if err := m.node.WaitLeader(tctx); err != nil {
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+				return apply.Result{}, ErrNoLeaderTimeout
+			}
+			return apply.Result{}, m.ctxErr(ctx, err)
 		}
 	}
 }

@@ -99,7 +99,7 @@ func (m *Member) reconfigure(ctx context.Context, typ raftpb.ConfChangeType, id 
 	defer done()
 	tctx, cancel := context.WithTimeout(ctx, m.requestTimeout())
 	defer cancel()
-	// As every proposal (see proposeOnceLeader): raft drops a change made
+	// As every proposal (see Propose): raft drops a change made
 	// while there is no leader, so wait out an election first.
 	if err := m.node.WaitLeader(tctx); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
