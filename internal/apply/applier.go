@@ -63,12 +63,13 @@ type Config struct {
 
 // Watcher is the consumer of applied changes (watch.Hub).
 type Watcher interface {
-	// Active reports whether anyone watches; changes are gathered as
-	// events only then.
-	Active() bool
+	// Wants reports whether anyone watches (changes are gathered as
+	// events only then) and whether anyone wants previous versions.
+	Wants() (events, prevKV bool)
 	// Notify hands over the changes up to rev; collected is false when
-	// evs was not gathered and watchers must replay the revision log.
-	Notify(rev int64, evs []*mvccpb.Event, collected bool)
+	// evs was not gathered and watchers must replay the revision log,
+	// withPrev false when PUT events lack their previous versions.
+	Notify(rev int64, evs []*mvccpb.Event, collected, withPrev bool)
 }
 
 // Applier applies committed entries.
@@ -216,7 +217,7 @@ func (a *Applier) installSnapshot(snap *raftpb.Snapshot) error {
 	if a.cfg.Watch != nil {
 		// The state jumped: watchers replay what they missed from the
 		// snapshot's revision log, or learn it was compacted.
-		a.cfg.Watch.Notify(a.cfg.Store.Rev(), nil, false)
+		a.cfg.Watch.Notify(a.cfg.Store.Rev(), nil, false, false)
 	}
 	a.publishApplied(index, term)
 	return nil
@@ -254,7 +255,11 @@ func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 		b = a.cfg.DB.NewBatch()
 	}
 	defer b.Close()
-	if err := a.cfg.Store.BeginApply(a.cfg.Watch != nil && a.cfg.Watch.Active()); err != nil {
+	var collect, withPrev bool
+	if a.cfg.Watch != nil {
+		collect, withPrev = a.cfg.Watch.Wants()
+	}
+	if err := a.cfg.Store.BeginApply(collect, withPrev); err != nil {
 		return err
 	}
 	defer a.cfg.Store.EndApply()
@@ -324,8 +329,8 @@ func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 	if a.cfg.Watch != nil {
 		// Before any result is delivered: a client that saw its write
 		// acknowledged and then starts a watch must not get that write.
-		evs, collected := a.cfg.Store.TakeEvents()
-		a.cfg.Watch.Notify(a.cfg.Store.Rev(), evs, collected)
+		evs, collected, withPrev := a.cfg.Store.TakeEvents()
+		a.cfg.Watch.Notify(a.cfg.Store.Rev(), evs, collected, withPrev)
 	}
 	for _, fn := range after {
 		fn()

@@ -29,7 +29,7 @@ func benchStore(b testing.TB) (*pebble.DB, *Store) {
 func applyPuts(b testing.TB, db *pebble.DB, s *Store, keys [][]byte, val []byte, collect bool) {
 	batch := db.NewBatch()
 	defer batch.Close()
-	if err := s.BeginApply(collect); err != nil {
+	if err := s.BeginApply(collect, collect); err != nil {
 		b.Fatal(err)
 	}
 	defer s.EndApply()
@@ -44,7 +44,7 @@ func applyPuts(b testing.TB, db *pebble.DB, s *Store, keys [][]byte, val []byte,
 		b.Fatal(err)
 	}
 	s.Publish()
-	s.TakeEvents()
+	_, _, _ = s.TakeEvents()
 }
 
 func benchKeys(n, off int) [][]byte {

@@ -859,7 +859,7 @@ func (h *harness) opWrite(n int) {
 
 // beginApply starts an apply batch, with or without watch events.
 func (h *harness) beginApply() {
-	if err := h.s.BeginApply(h.rng.IntN(2) == 0); err != nil {
+	if err := h.s.BeginApply(h.rng.IntN(2) == 0, h.rng.IntN(2) == 0); err != nil {
 		h.fatalf("BeginApply: %v", err)
 	}
 	if h.s.apply.durable != nil {
@@ -904,11 +904,12 @@ func (h *harness) opBatch() {
 	// Half the batches go through the applier's fast latest-version path
 	// (BeginApply: one DB iterator plus an overlay of the batch's writes).
 	fast := h.applyPath || h.rng.IntN(2) == 0
-	h.note("batch of %d txns (fast path %v)", n, fast)
+	withPrev := h.rng.IntN(2) == 0
+	h.note("batch of %d txns (fast path %v, events with prev %v)", n, fast, withPrev)
 	b := h.db.NewIndexedBatch()
 	defer b.Close()
 	if fast {
-		if err := h.s.BeginApply(true); err != nil {
+		if err := h.s.BeginApply(true, withPrev); err != nil {
 			h.fatalf("BeginApply: %v", err)
 		}
 		if h.s.apply.durable != nil {
@@ -940,17 +941,19 @@ func (h *harness) opBatch() {
 	h.m.publish()
 	h.readStore([]byte{0}, []byte{0}, RangeOptions{})
 	if fast {
-		evs, ok := h.s.TakeEvents()
-		if !ok {
-			h.fatalf("TakeEvents after BeginApply(true): not collected")
+		evs, ok, gotPrev := h.s.TakeEvents()
+		if !ok || gotPrev != withPrev {
+			h.fatalf("TakeEvents after BeginApply(true, %v): collected %v, with prev %v", withPrev, ok, gotPrev)
 		}
-		h.checkEvents(before+1, evs)
+		h.checkEvents(before+1, evs, withPrev)
 	}
 }
 
 // checkEvents compares the events the apply batch gathered (revisions from
-// and up) with the same revisions replayed from the revision log.
-func (h *harness) checkEvents(from int64, collected []*mvccpb.Event) {
+// and up) with the same revisions replayed from the revision log. Without
+// withPrev, PUT events must carry no previous version and DELETE events
+// still must.
+func (h *harness) checkEvents(from int64, collected []*mvccpb.Event, withPrev bool) {
 	h.t.Helper()
 	// Revisions at or below the compacted one may have lost their previous
 	// versions to compaction; compare the rest.
@@ -979,6 +982,13 @@ func (h *harness) checkEvents(from int64, collected []*mvccpb.Event) {
 		h.fatalf("revisions %d..%d: replayed %d events, apply gathered %d\nreplayed %v\ngathered %v", from, to, len(got), len(want), got, want)
 	}
 	for i := range got {
+		if !withPrev && got[i].Type == mvccpb.Event_PUT {
+			if want[i].PrevKv != nil {
+				h.fatalf("event %d of revisions %d..%d: gathered without prev, but carries %v", i, from, to, want[i].PrevKv)
+			}
+			got[i] = proto.CloneOf(got[i])
+			got[i].PrevKv = nil
+		}
 		if !proto.Equal(got[i], want[i]) {
 			h.fatalf("event %d of revisions %d..%d: replayed %v, apply gathered %v", i, from, to, got[i], want[i])
 		}

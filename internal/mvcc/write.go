@@ -114,8 +114,14 @@ func (t *WriteTxn) PutMeta(key, value []byte, lease int64) (*mvccpb.KeyValue, er
 }
 
 func (t *WriteTxn) put(key, value []byte, lease int64, prevValue bool) (*mvccpb.KeyValue, error) {
-	collect := t.s.apply != nil && t.s.apply.collect
-	prev, err := t.latest(key, prevValue || collect)
+	a := t.s.apply
+	collect := a != nil && a.collect
+	// The previous value is read for an event only if a watcher wants
+	// it: a value not in the memtables costs a seek through every level,
+	// and most watchers (Kubernetes', every slow one we measured) do not
+	// ask for prev_kv.
+	withPrev := collect && a.withPrev
+	prev, err := t.latest(key, prevValue || withPrev)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +131,11 @@ func (t *WriteTxn) put(key, value []byte, lease int64, prevValue bool) (*mvccpb.
 		r.create, r.version = prev.CreateRevision, prev.Version+1
 	}
 	if kv := t.stage(key, r); kv != nil && collect {
-		t.s.apply.events = append(t.s.apply.events, &mvccpb.Event{Type: mvccpb.Event_PUT, Kv: kv, PrevKv: prev})
+		ev := &mvccpb.Event{Type: mvccpb.Event_PUT, Kv: kv}
+		if withPrev {
+			ev.PrevKv = prev
+		}
+		a.events = append(a.events, ev)
 	}
 	return prev, nil
 }
@@ -251,8 +261,9 @@ type applyState struct {
 	batch *pebble.Batch
 	// collect asks for the batch's changes as watch events, in revision
 	// order; it is off when nobody watches, to spare the allocations.
-	collect bool
-	events  []*mvccpb.Event
+	// withPrev asks for PUT events to carry the previous version too.
+	collect, withPrev bool
+	events            []*mvccpb.Event
 }
 
 func mvccBounds() *pebble.IterOptions {
@@ -276,9 +287,10 @@ func (a *applyState) fullIter(db *pebble.DB) (*pebble.Iterator, error) {
 // keys written in the batch are answered from an overlay. Call EndApply
 // after the batch is committed or abandoned, and Publish after a commit.
 // With collect set, the batch's changes are gathered as watch events (see
-// TakeEvents). Applier goroutine only.
-func (s *Store) BeginApply(collect bool) error {
-	a := &applyState{overlay: make(map[string]*mvccpb.KeyValue), collect: collect}
+// TakeEvents); with withPrev too, PUT events carry the version they
+// replace (DELETE events always do). Applier goroutine only.
+func (s *Store) BeginApply(collect, withPrev bool) error {
+	a := &applyState{overlay: make(map[string]*mvccpb.KeyValue), collect: collect, withPrev: withPrev}
 	if s.recent.usable(s.db) {
 		o := mvccBounds()
 		o.OnlyReadGuaranteedDurable = true
@@ -292,15 +304,16 @@ func (s *Store) BeginApply(collect bool) error {
 	return nil
 }
 
-// TakeEvents returns the events gathered since BeginApply(true) and whether
-// they were gathered at all. Applier goroutine only.
-func (s *Store) TakeEvents() ([]*mvccpb.Event, bool) {
+// TakeEvents returns the events gathered since BeginApply, whether they
+// were gathered at all, and whether their PUTs carry previous versions.
+// Applier goroutine only.
+func (s *Store) TakeEvents() (evs []*mvccpb.Event, collected, withPrev bool) {
 	if s.apply == nil || !s.apply.collect {
-		return nil, false
+		return nil, false, false
 	}
-	evs := s.apply.events
+	evs = s.apply.events
 	s.apply.events = nil
-	return evs, true
+	return evs, true, s.apply.withPrev
 }
 
 // EndApply releases what BeginApply set up.

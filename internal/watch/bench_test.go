@@ -41,7 +41,7 @@ func BenchmarkNotify(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				rev := int64(i + 2)
 				ev := &mvccpb.Event{Type: mvccpb.Event_PUT, Kv: &mvccpb.KeyValue{Key: []byte("hot"), ModRevision: rev, Value: []byte("v")}}
-				h.Notify(rev, []*mvccpb.Event{ev}, true)
+				h.Notify(rev, []*mvccpb.Event{ev}, true, true)
 				if tc.onKey > 1 && i%16 == 15 {
 					b.StopTimer()
 					drain()

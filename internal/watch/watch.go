@@ -90,6 +90,8 @@ type Hub struct {
 		streams    map[*Stream]struct{}
 	}
 	watchers atomic.Int64
+	// prevWatchers counts the watchers that asked for prev_kv.
+	prevWatchers atomic.Int64
 	kick     chan struct{}
 	metrics  metrics
 }
@@ -129,10 +131,15 @@ func New(lg *zap.Logger, src Source, rev int64, cfg Config) *Hub {
 	return h
 }
 
-// Active reports whether anyone watches; the applier gathers events only
-// then. A watcher created between Active and Notify is caught up from the
-// revision log, so a false answer is never unsafe.
-func (h *Hub) Active() bool { return h.watchers.Load() > 0 }
+// Wants tells the applier what to gather for the next Notify: events only
+// while anyone watches, and PUT events' previous versions only while a
+// watcher asked for prev_kv (reading them is the expensive part of a
+// write). A watcher created between Wants and Notify is caught up from the
+// revision log where the batch lacks what it needs, so a false answer is
+// never unsafe.
+func (h *Hub) Wants() (events, prevKV bool) {
+	return h.watchers.Load() > 0, h.prevWatchers.Load() > 0
+}
 
 // Rev is the highest revision notified.
 func (h *Hub) Rev() int64 {
@@ -284,6 +291,9 @@ func (h *Hub) remove(w *watcher) {
 		h.metrics.slow.Set(float64(len(h.mu.unsynced)))
 	}
 	h.watchers.Add(-1)
+	if w.prevKV {
+		h.prevWatchers.Add(-1)
+	}
 	h.metrics.watchers.Dec()
 }
 
@@ -297,9 +307,11 @@ func (h *Hub) kickCatchUp() {
 // Notify delivers the changes of the revisions after the previous Notify up
 // to rev. collected tells whether evs holds them; when it does not (nobody
 // watched when the batch began, or the state was replaced by a snapshot),
-// every synced watcher falls back to catch-up. Applier goroutine only; it
-// never blocks on a watcher.
-func (h *Hub) Notify(rev int64, evs []*mvccpb.Event, collected bool) {
+// every synced watcher falls back to catch-up. withPrev tells whether PUT
+// events carry their previous versions; when they do not, a prev_kv
+// watcher with events in the batch falls back to catch-up, which reads
+// them. Applier goroutine only; it never blocks on a watcher.
+func (h *Hub) Notify(rev int64, evs []*mvccpb.Event, collected, withPrev bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	prev := h.mu.rev
@@ -329,10 +341,10 @@ func (h *Hub) Notify(rev int64, evs []*mvccpb.Event, collected bool) {
 		return
 	}
 	if len(evs) > 0 {
-		h.deliverKeyed(evs, prev, rev)
+		h.deliverKeyed(evs, prev, rev, withPrev)
 		for w := range h.mu.ranged {
-			if mine := w.filter(evs, prev+1); len(mine) > 0 && !w.stream.out.pushEvents(w, mine, rev, h.cfg.FragmentBytes) {
-				h.unsync(w, prev+1)
+			if mine := w.filter(evs, prev+1); len(mine) > 0 {
+				h.deliver(w, mine, prev, rev, withPrev)
 			}
 		}
 	}
@@ -346,7 +358,7 @@ func (h *Hub) Notify(rev int64, evs []*mvccpb.Event, collected bool) {
 // watcher of it that has no filters: 10,000 watchers on one key cost one
 // response each, nothing more, and an event finds its prefix watchers with
 // one map lookup per prefix length in use. h.mu held.
-func (h *Hub) deliverKeyed(evs []*mvccpb.Event, prev, rev int64) {
+func (h *Hub) deliverKeyed(evs []*mvccpb.Event, prev, rev int64, withPrev bool) {
 	type shared struct {
 		set              map[*watcher]struct{}
 		withPrev, noPrev []*mvccpb.Event
@@ -397,10 +409,19 @@ func (h *Hub) deliverKeyed(evs []*mvccpb.Event, prev, rev int64) {
 				}
 				mine = sh.noPrev
 			}
-			if len(mine) > 0 && !w.stream.out.pushEvents(w, mine, rev, h.cfg.FragmentBytes) {
-				h.unsync(w, prev+1)
+			if len(mine) > 0 {
+				h.deliver(w, mine, prev, rev, withPrev)
 			}
 		}
+	}
+}
+
+// deliver queues a synced watcher's events of the revisions after prev up
+// to rev, or moves it to catch-up when its queue is full or it needs
+// previous versions the batch did not gather. h.mu held.
+func (h *Hub) deliver(w *watcher, mine []*mvccpb.Event, prev, rev int64, withPrev bool) {
+	if w.prevKV && !withPrev || !w.stream.out.pushEvents(w, mine, rev, h.cfg.FragmentBytes) {
+		h.unsync(w, prev+1)
 	}
 }
 
@@ -607,6 +628,9 @@ func (s *Stream) Create(r *pb.WatchCreateRequest) {
 	}
 	s.mu.watchers[id] = w
 	h.watchers.Add(1)
+	if w.prevKV {
+		h.prevWatchers.Add(1)
+	}
 	h.metrics.watchers.Inc()
 	s.out.pushControl(&pb.WatchResponse{WatchId: id, Created: true}, rev)
 	switch start := r.StartRevision; {

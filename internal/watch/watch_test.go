@@ -169,7 +169,13 @@ func (p *prop) key() string { return propKeys[p.rng.IntN(len(propKeys))] }
 func (p *prop) batch() {
 	b := p.db.NewIndexedBatch()
 	defer b.Close()
-	if err := p.s.BeginApply(p.h.Active()); err != nil {
+	events, prev := p.h.Wants()
+	if p.rng.IntN(4) == 0 {
+		// As if a prev_kv watcher arrived after Wants: the batch lacks
+		// previous versions and such watchers must catch up for them.
+		prev = false
+	}
+	if err := p.s.BeginApply(events, prev); err != nil {
 		p.t.Fatal(err)
 	}
 	defer p.s.EndApply()
@@ -203,8 +209,8 @@ func (p *prop) batch() {
 		p.t.Fatal(err)
 	}
 	p.s.Publish()
-	evs, ok := p.s.TakeEvents()
-	p.h.Notify(p.s.Rev(), evs, ok)
+	evs, ok, withPrev := p.s.TakeEvents()
+	p.h.Notify(p.s.Rev(), evs, ok, withPrev)
 }
 
 func (p *prop) put(w *mvcc.WriteTxn, rev int64, k string) {
