@@ -92,8 +92,8 @@ type Hub struct {
 	watchers atomic.Int64
 	// prevWatchers counts the watchers that asked for prev_kv.
 	prevWatchers atomic.Int64
-	kick     chan struct{}
-	metrics  metrics
+	kick         chan struct{}
+	metrics      metrics
 }
 
 // New returns a hub whose watchers start at revisions after rev.
