@@ -40,7 +40,7 @@ func newEnv(t *testing.T) *env {
 	s, err := mvcc.NewStore(lg, db)
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close(); require.NoError(t, db.Close()) })
-	return &env{t: t, db: db, s: s}
+	return &env{t: t, db: db.DB, s: s}
 }
 
 // apply runs fn in one WriteTxn as the applier does (applier.go

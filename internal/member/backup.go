@@ -119,7 +119,7 @@ func Restore(lg *zap.Logger, cfg config.Server, path string) (backup.Info, error
 	if err := b.Commit(pebble.Sync); err != nil {
 		return info, err
 	}
-	rs, err := raftlog.Open(db)
+	rs, err := raftlog.Open(db.DB)
 	if err != nil {
 		return info, err
 	}

@@ -45,7 +45,7 @@ func TestResumeInterruptedSnapshotInstall(t *testing.T) {
 	dataDir := t.TempDir()
 	db, err := storage.Open(nil, dataDir)
 	require.NoError(t, err)
-	rs, err := raftlog.Open(db)
+	rs, err := raftlog.Open(db.DB)
 	require.NoError(t, err)
 	var ents []*raftpb.Entry
 	for i := uint64(1); i <= 10; i++ {
@@ -65,11 +65,11 @@ func TestResumeInterruptedSnapshotInstall(t *testing.T) {
 	db, err = storage.Open(nil, dataDir)
 	require.NoError(t, err)
 	defer db.Close()
-	rs, err = raftlog.Open(db)
+	rs, err = raftlog.Open(db.DB)
 	require.NoError(t, err)
 	cfg := config.Defaults()
 	cfg.DataDir = dataDir
-	m := &Member{lg: zaptest.NewLogger(t), cfg: cfg, db: db}
+	m := &Member{lg: zaptest.NewLogger(t), cfg: cfg, db: db.DB}
 	require.NoError(t, m.resumeInstall(rs))
 
 	get := func(k []byte) []byte {

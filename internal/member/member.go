@@ -133,7 +133,8 @@ func NewWithOptions(lg *zap.Logger, cfg config.Server, opts Options) (*Member, e
 	return m, nil
 }
 
-func newMember(lg *zap.Logger, cfg config.Server, db *pebble.DB, opts Options) (*Member, error) {
+func newMember(lg *zap.Logger, cfg config.Server, sdb *storage.DB, opts Options) (*Member, error) {
+	db := sdb.DB
 	m := &Member{lg: lg, cfg: cfg, db: db, waits: map[uint64]chan apply.Result{}, stopping: make(chan struct{}), ready: make(chan struct{}), removed: make(chan struct{})}
 	rs, err := raftlog.Open(db)
 	if err != nil {
@@ -165,7 +166,7 @@ func newMember(lg *zap.Logger, cfg config.Server, db *pebble.DB, opts Options) (
 	if membership.IsRemoved(db, m.id) {
 		return nil, fmt.Errorf("%w: member %x (data dir %s); start a new member with a fresh data dir instead", ErrRemoved, m.id, cfg.DataDir)
 	}
-	if m.store, err = mvcc.NewStore(lg.Named("mvcc"), db); err != nil {
+	if m.store, err = mvcc.NewStore(lg.Named("mvcc"), sdb); err != nil {
 		return nil, err
 	}
 	m.watch = watch.New(lg.Named("watch"), m.store, m.store.Rev(), watch.Config{

@@ -21,7 +21,7 @@ func benchStore(b testing.TB) (*pebble.DB, *Store) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.Close(); _ = db.Close() })
-	return db, s
+	return db.DB, s
 }
 
 // applyPuts applies n puts in one batch as the applier does, gathering

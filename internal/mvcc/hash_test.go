@@ -21,7 +21,7 @@ func newHashStore(t *testing.T) *hashStore {
 	s, err := NewStore(nil, db)
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close(); _ = db.Close() })
-	return &hashStore{db, s}
+	return &hashStore{db.DB, s}
 }
 
 func (h *hashStore) write(t *testing.T, fn func(*WriteTxn)) {

@@ -399,7 +399,7 @@ func (h *harness) open() {
 	if err != nil {
 		h.fatalf("NewStore: %v", err)
 	}
-	h.db, h.s = db, s
+	h.db, h.s = db.DB, s
 	h.physical, h.physicalRev = nil, 0
 	if h.noCompactor {
 		h.stopCompactor = func() {}

@@ -3,8 +3,6 @@ package mvcc
 import (
 	"github.com/cockroachdb/pebble/v2"
 	"go.etcd.io/etcd/api/v3/mvccpb"
-
-	"github.com/cairnkv/cairn/internal/storage"
 )
 
 // recentIndex answers the applier's latest-version lookups for keys whose
@@ -20,7 +18,7 @@ import (
 // Invariant: when the fast path is on, every key with a version in a
 // memtable is in m with its latest state. Writes are recorded when their
 // apply batch is published, tagged with the batch's last Pebble sequence
-// number; an entry is dropped once storage.FlushedSeqNum reaches its tag
+// number; an entry is dropped once storage.DB.FlushedSeqNum reaches its tag
 // (the version is then in an sstable, and a durable-only iterator created
 // afterwards sees it). Other writers of the MVCC keyspace only delete
 // versions that are not a key's latest (compaction), or replace the whole
@@ -42,8 +40,9 @@ type recentIndex struct {
 	// gate: the fast path is off until the flushed sequence number
 	// reaches it (every write before the reset is then in sstables).
 	gate uint64
-	// tracked: the DB reports flushes (opened by storage.Open).
-	tracked bool
+	// flushed reports the flushed sequence number (storage.DB's
+	// FlushedSeqNum); without it the fast path stays off.
+	flushed func() uint64
 }
 
 // maxRecent bounds the index (~100 B per entry, ~6 MiB in all, more
@@ -62,9 +61,8 @@ type recentRef struct {
 	key string
 }
 
-func newRecentIndex(db *pebble.DB) *recentIndex {
-	_, tracked := storage.FlushedSeqNum(db)
-	return &recentIndex{m: make(map[string]recentEntry), dirty: true, tracked: tracked}
+func newRecentIndex(flushed func() uint64) *recentIndex {
+	return &recentIndex{m: make(map[string]recentEntry), dirty: true, flushed: flushed}
 }
 
 // reset forgets everything; the fast path stays off until gate is set and
@@ -77,11 +75,11 @@ func (r *recentIndex) reset() {
 
 // usable prunes entries that flushes have made visible in sstables and
 // reports whether the fast path may be used for the next apply batch.
-func (r *recentIndex) usable(db *pebble.DB) bool {
-	if !r.tracked || r.dirty {
+func (r *recentIndex) usable() bool {
+	if r.flushed == nil || r.dirty {
 		return false
 	}
-	flushed, _ := storage.FlushedSeqNum(db)
+	flushed := r.flushed()
 	for r.head < len(r.fifo) && r.fifo[r.head].seq <= flushed {
 		ref := r.fifo[r.head]
 		if e, ok := r.m[ref.key]; ok && e.seq == ref.seq {
@@ -101,7 +99,7 @@ func (r *recentIndex) usable(db *pebble.DB) bool {
 // published records the writes of an apply batch committed with sequence
 // numbers up to seq (overlay: key -> new latest version, nil if deleted).
 func (r *recentIndex) published(db *pebble.DB, seq uint64, overlay map[string]*mvccpb.KeyValue) {
-	if !r.tracked {
+	if r.flushed == nil {
 		return
 	}
 	if r.dirty || len(r.m)+len(overlay) > maxRecent {

@@ -12,6 +12,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.uber.org/zap"
 
+	"github.com/cairnkv/cairn/internal/storage"
 	"github.com/cairnkv/cairn/internal/storage/schema"
 )
 
@@ -49,12 +50,13 @@ type Store struct {
 	iters iterPool
 }
 
-// NewStore loads the revision state from db.
-func NewStore(lg *zap.Logger, db *pebble.DB) (*Store, error) {
+// NewStore loads the revision state from sdb.
+func NewStore(lg *zap.Logger, sdb *storage.DB) (*Store, error) {
 	if lg == nil {
 		lg = zap.NewNop()
 	}
-	s := &Store{lg: lg, db: db, recent: newRecentIndex(db)}
+	db := sdb.DB
+	s := &Store{lg: lg, db: db, recent: newRecentIndex(sdb.FlushedSeqNum)}
 	rev, err := readInt64(db, schema.RevisionKey)
 	if err != nil {
 		return nil, err

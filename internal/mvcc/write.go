@@ -291,7 +291,7 @@ func (a *applyState) fullIter(db *pebble.DB) (*pebble.Iterator, error) {
 // replace (DELETE events always do). Applier goroutine only.
 func (s *Store) BeginApply(collect, withPrev bool) error {
 	a := &applyState{overlay: make(map[string]*mvccpb.KeyValue), collect: collect, withPrev: withPrev}
-	if s.recent.usable(s.db) {
+	if s.recent.usable() {
 		o := mvccBounds()
 		o.OnlyReadGuaranteedDurable = true
 		it, err := s.db.NewIter(o)

@@ -24,7 +24,7 @@ func open(t *testing.T, dir string) (*Storage, func()) {
 	t.Helper()
 	db, err := storage.Open(nil, dir)
 	require.NoError(t, err)
-	s, err := Open(db)
+	s, err := Open(db.DB)
 	require.NoError(t, err)
 	return s, func() { require.NoError(t, db.Close()) }
 }
@@ -122,7 +122,7 @@ func TestOpenRefusesCommitBeyondLog(t *testing.T) {
 	db, err := storage.Open(nil, dir)
 	require.NoError(t, err)
 	defer db.Close()
-	_, err = Open(db)
+	_, err = Open(db.DB)
 	require.ErrorContains(t, err, "beyond the last log index")
 }
 
@@ -134,7 +134,7 @@ func TestEntriesTailMatchesDisk(t *testing.T) {
 	db, err := storage.Open(nil, t.TempDir())
 	require.NoError(t, err)
 	defer db.Close()
-	s, err := Open(db)
+	s, err := Open(db.DB)
 	require.NoError(t, err)
 	rng := rand.New(rand.NewPCG(1, 2))
 	term := uint64(1)
@@ -163,7 +163,7 @@ func TestEntriesTailMatchesDisk(t *testing.T) {
 		if last < first {
 			continue
 		}
-		disk, err := Open(db)
+		disk, err := Open(db.DB)
 		require.NoError(t, err)
 		for range 5 {
 			lo := first + rng.Uint64N(last-first+1)

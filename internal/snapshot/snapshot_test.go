@@ -17,7 +17,7 @@ func openDB(t *testing.T, dir string) *pebble.DB {
 	db, err := storage.Open(nil, dir)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
-	return db
+	return db.DB
 }
 
 func get(t *testing.T, db *pebble.DB, k []byte) []byte {
@@ -97,5 +97,5 @@ func openDBF(f *testing.F) *pebble.DB {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { _ = db.Close() })
-	return db
+	return db.DB
 }

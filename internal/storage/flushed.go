@@ -1,10 +1,7 @@
 package storage
 
 import (
-	"runtime"
-	"sync"
 	"sync/atomic"
-	"weak"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -29,27 +26,10 @@ func (t *flushTracker) flushEnd(info pebble.FlushInfo) {
 	}
 }
 
-// trackers maps each DB opened by Open to its flush tracker; entries go
-// away with their DB.
-var trackers sync.Map // weak.Pointer[pebble.DB] -> *flushTracker
-
-func register(db *pebble.DB, t *flushTracker) {
-	key := weak.Make(db)
-	trackers.Store(key, t)
-	runtime.AddCleanup(db, func(k weak.Pointer[pebble.DB]) { trackers.Delete(k) }, key)
-}
-
 // FlushedSeqNum returns a sequence number S such that every write with a
 // sequence number <= S has left the memtables: an iterator created now
 // with IterOptions.OnlyReadGuaranteedDurable (sstables only) sees it. The
 // bound is exact at flush boundaries: memtables hold disjoint, increasing
 // ranges of sequence numbers and are flushed oldest first, and Pebble
 // reports a flush only after the new sstables are visible to iterators.
-// ok is false for a DB that Open did not open.
-func FlushedSeqNum(db *pebble.DB) (seq uint64, ok bool) {
-	v, found := trackers.Load(weak.Make(db))
-	if !found {
-		return 0, false
-	}
-	return v.(*flushTracker).seq.Load(), true
-}
+func (d *DB) FlushedSeqNum() uint64 { return d.flushed.seq.Load() }

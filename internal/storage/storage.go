@@ -38,8 +38,15 @@ const (
 	blockCacheBytes = 16 << 20
 )
 
+// DB is an open Cairn database: the Pebble DB, and what Cairn follows of
+// its flushes (see FlushedSeqNum).
+type DB struct {
+	*pebble.DB
+	flushed *flushTracker
+}
+
 // Open opens (creating if needed) the Pebble database in dir.
-func Open(lg *zap.Logger, dir string) (*pebble.DB, error) {
+func Open(lg *zap.Logger, dir string) (*DB, error) {
 	if lg == nil {
 		lg = zap.NewNop()
 	}
@@ -90,8 +97,7 @@ func Open(lg *zap.Logger, dir string) (*pebble.DB, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	register(db, ft)
-	return db, nil
+	return &DB{DB: db, flushed: ft}, nil
 }
 
 // checkDir reports whether dir is fresh (absent or empty) and refuses a

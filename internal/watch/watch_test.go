@@ -99,7 +99,7 @@ func newProp(t *testing.T, seed uint64) *prop {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.RunCompactor(ctx) }()
-	p := &prop{t: t, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b9)), db: db, s: s, live: map[string]version{}}
+	p := &prop{t: t, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b9)), db: db.DB, s: s, live: map[string]version{}}
 	p.h = New(lg, s, s.Rev(), Config{
 		MaxPending:      1 + p.rng.IntN(6),
 		MaxPendingBytes: 1 + p.rng.IntN(400),
