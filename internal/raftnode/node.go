@@ -155,6 +155,8 @@ type Node struct {
 
 	readMu      sync.Mutex
 	pendingRead *readBatch
+	// readsStopped: Run has returned; no batch will be issued again.
+	readsStopped bool
 	// At most one read round is in flight (raft goroutine only): reads
 	// that arrive meanwhile wait in pendingRead and share the next round,
 	// as etcd's linearizableReadLoop does. One round per arrival would
@@ -338,6 +340,10 @@ func (n *Node) SoleVoterLeader() bool { return n.sole.Load() }
 func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	for {
 		n.readMu.Lock()
+		if n.readsStopped {
+			n.readMu.Unlock()
+			return 0, ErrStopped
+		}
 		b := n.pendingRead
 		if b == nil {
 			b = &readBatch{done: make(chan struct{})}
@@ -348,6 +354,10 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 			}
 		}
 		n.readMu.Unlock()
+		// Not n.stopped: every reader would queue on that one channel's
+		// lock (this select was up to 8% of a member's CPU in 2-s
+		// profiles under 100 readers). Run closes every batch when it
+		// returns (stopReads).
 		select {
 		case <-b.done:
 			if errors.Is(b.err, ErrLeaderChanged) {
@@ -364,9 +374,22 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 			return b.index, b.err
 		case <-ctx.Done():
 			return 0, ctx.Err()
-		case <-n.stopped:
-			return 0, ErrStopped
 		}
+	}
+}
+
+// stopReads fails every read batch, in flight or pending, and refuses new
+// ones. Raft goroutine, when Run returns.
+func (n *Node) stopReads() {
+	n.failReads(ErrStopped)
+	n.readMu.Lock()
+	n.readsStopped = true
+	b := n.pendingRead
+	n.pendingRead = nil
+	n.readMu.Unlock()
+	if b != nil {
+		b.err = ErrStopped
+		close(b.done)
 	}
 }
 
@@ -375,6 +398,7 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 func (n *Node) Run(ctx context.Context) error {
 	defer close(n.stopped)
 	defer close(n.applyc)
+	defer n.stopReads()
 	ticks := n.cfg.Ticks
 	if ticks == nil {
 		ticker := time.NewTicker(n.cfg.TickInterval)
