@@ -117,9 +117,10 @@ func (t *WriteTxn) put(key, value []byte, lease int64, prevValue bool) (*mvccpb.
 	a := t.s.apply
 	collect := a != nil && a.collect
 	// The previous value is read for an event only if a watcher wants
-	// it: a value not in the memtables costs a seek through every level,
-	// and most watchers (Kubernetes', every slow one we measured) do not
-	// ask for prev_kv.
+	// it (etcdctl watch --prev-kv, clientv3 WithPrevKV; Kubernetes'
+	// apiserver does): a value not in the memtables costs a seek through
+	// every level. With such a watcher it is read once per put, however
+	// many watchers want it (etcd reads it per event per watcher).
 	withPrev := collect && a.withPrev
 	prev, err := t.latest(key, prevValue || withPrev)
 	if err != nil {

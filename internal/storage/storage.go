@@ -56,10 +56,10 @@ func Open(lg *zap.Logger, dir string) (*DB, error) {
 	}
 	// Pebble charges its memtables to the block cache (under steady
 	// writes the cache held its size minus two memtables of blocks), so a
-	// cache no bigger than that caches nothing: with Pebble's default 8 MiB cache
-	// and 64 MiB memtables every read decompressed its index and data
-	// blocks again, which made a put cost up to 2x the CPU once its key's
-	// latest version had left the memtables.
+	// cache no bigger than that caches nothing: with Pebble's default
+	// 8 MiB cache and 64 MiB memtables every read decompressed its index
+	// and data blocks again, which made a put cost up to 2x the CPU once
+	// its key's latest version had left the memtables.
 	cache := pebble.NewCache(2*memTableBytes + blockCacheBytes)
 	defer cache.Unref()
 	opts := &pebble.Options{
