@@ -168,11 +168,27 @@ func (s *server) pickPorts() {
 
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	givenPorts.Lock()
+	defer givenPorts.Unlock()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		port := l.Addr().(*net.TCPAddr).Port
+		require.NoError(t, l.Close())
+		// The kernel may hand a just-closed port out again: two members
+		// of one cluster once got the same peer port.
+		if !givenPorts.m[port] {
+			givenPorts.m[port] = true
+			return port
+		}
+	}
 }
+
+// givenPorts are the ports freePort has returned in this test binary.
+var givenPorts = struct {
+	sync.Mutex
+	m map[int]bool
+}{m: map[int]bool{}}
 
 // clientURL is what --advertise-client-urls was given.
 func (s *server) clientURL() string { return "http://" + s.endpoint }
