@@ -41,7 +41,7 @@ type recentIndex struct {
 	// reaches it (every write before the reset is then in sstables).
 	gate uint64
 	// flushed reports the flushed sequence number (storage.DB's
-	// FlushedSeqNum); without it the fast path stays off.
+	// FlushedSeqNum).
 	flushed func() uint64
 }
 
@@ -76,7 +76,7 @@ func (r *recentIndex) reset() {
 // usable prunes entries that flushes have made visible in sstables and
 // reports whether the fast path may be used for the next apply batch.
 func (r *recentIndex) usable() bool {
-	if r.flushed == nil || r.dirty {
+	if r.dirty {
 		return false
 	}
 	flushed := r.flushed()
@@ -99,9 +99,6 @@ func (r *recentIndex) usable() bool {
 // published records the writes of an apply batch committed with sequence
 // numbers up to seq (overlay: key -> new latest version, nil if deleted).
 func (r *recentIndex) published(db *pebble.DB, seq uint64, overlay map[string]*mvccpb.KeyValue) {
-	if r.flushed == nil {
-		return
-	}
 	if r.dirty || len(r.m)+len(overlay) > maxRecent {
 		// Everything written so far has a sequence number <= seq: once a
 		// flush covers seq, no memtable holds a version m does not know.

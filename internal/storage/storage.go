@@ -58,8 +58,8 @@ func Open(lg *zap.Logger, dir string) (*DB, error) {
 	// writes the cache held its size minus two memtables of blocks), so a
 	// cache no bigger than that caches nothing: with Pebble's default
 	// 8 MiB cache and 64 MiB memtables every read decompressed its index
-	// and data blocks again, which made a put cost up to 2x the CPU once
-	// its key's latest version had left the memtables.
+	// and data blocks again, at every level, for a put whose key's latest
+	// version had left the memtables (docs/design.md, "Memory").
 	cache := pebble.NewCache(2*memTableBytes + blockCacheBytes)
 	defer cache.Unref()
 	opts := &pebble.Options{
@@ -67,7 +67,8 @@ func Open(lg *zap.Logger, dir string) (*DB, error) {
 		Cache:            cache,
 		// Raft log entries are written once and deleted soon after; a large
 		// memtable lets most of them die there instead of reaching L0.
-		// (32 MiB cost 40% more CPU per put at 100 clients.)
+		// (32 MiB measured 40% more CPU per put at 100 clients, in one
+		// run; docs/design.md, "Memory".)
 		MemTableSize:                memTableBytes,
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,

@@ -102,6 +102,17 @@ func startCluster(t *testing.T, n int) *cluster {
 	}
 }
 
+// others returns the members other than leader, in member order.
+func (c *cluster) others(leader *server) []*server {
+	var out []*server
+	for _, s := range c.members {
+		if s != leader {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // setInitialArgs picks free ports for every member and sets the flags of a
 // new cluster.
 func (c *cluster) setInitialArgs() {

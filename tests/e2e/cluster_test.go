@@ -201,12 +201,7 @@ func TestClusterLeaderKill(t *testing.T) {
 	c := startCluster(t, 3)
 	cli := clusterClient(t, c.members)
 	leader, ids := waitLeader(t, cli, c.members)
-	var survivors []*server
-	for _, s := range c.members {
-		if s != leader {
-			survivors = append(survivors, s)
-		}
-	}
+	survivors := c.others(leader)
 	t.Logf("leader: %s (%s)", leader.name, hexID(ids[leader]))
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -534,13 +529,7 @@ func TestClusterLearner(t *testing.T) {
 	_, cid := c.expectedIDs()
 	cli := clusterClient(t, c.members)
 	leader, _ := waitLeader(t, cli, c.members)
-	var follower *server
-	for _, s := range c.members {
-		if s != leader {
-			follower = s
-			break
-		}
-	}
+	follower := c.others(leader)[0]
 	for i := range 100 {
 		_, err := cli.Put(testCtx(t), fmt.Sprintf("data/%03d", i), fmt.Sprint(i))
 		require.NoError(t, err)

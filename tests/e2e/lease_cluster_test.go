@@ -20,13 +20,7 @@ func TestClusterLeaseLeaderKill(t *testing.T) {
 	c := startCluster(t, 3)
 	all := clusterClient(t, c.members)
 	leader, _ := waitLeader(t, all, c.members)
-	var follower *server
-	for _, s := range c.members {
-		if s != leader {
-			follower = s
-			break
-		}
-	}
+	follower := c.others(leader)[0]
 	cli := follower.client()
 	ctx := testCtx(t)
 
@@ -105,12 +99,7 @@ func TestClusterProposalDuringElection(t *testing.T) {
 	c := startCluster(t, 3)
 	all := clusterClient(t, c.members)
 	leader, _ := waitLeader(t, all, c.members)
-	var rest []*server
-	for _, s := range c.members {
-		if s != leader {
-			rest = append(rest, s)
-		}
-	}
+	rest := c.others(leader)
 	survivor, down := rest[0], rest[1]
 	leader.kill()
 	down.kill()
