@@ -10,6 +10,8 @@ type metrics struct {
 	walWriteBytes   prometheus.Counter
 	readIndexFailed prometheus.Counter
 	slowReadIndex   prometheus.Counter
+	readRounds      prometheus.Counter
+	remoteReads     prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -34,11 +36,20 @@ func newMetrics() *metrics {
 		slowReadIndex: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "etcd_server_slow_read_indexes_total", Help: "The total number of pending read indexes not in sync with leader's or timed out read index requests.",
 		}),
+		// Cairn's own: etcd has no per-round metric. Reads per round =
+		// linearizable reads / rounds; each round costs a heartbeat
+		// broadcast on the leader.
+		readRounds: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cairn_server_read_index_rounds_total", Help: "The number of read-index rounds this member started.",
+		}),
+		remoteReads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cairn_server_read_index_remote_total", Help: "The number of read-index requests from other members this leader answered from its own rounds.",
+		}),
 	}
 }
 
 // Collectors returns the node's metrics, for registration.
 func (n *Node) Collectors() []prometheus.Collector {
 	m := n.met
-	return []prometheus.Collector{m.leaderChanges, m.walFsync, m.walWriteBytes, m.readIndexFailed, m.slowReadIndex}
+	return []prometheus.Collector{m.leaderChanges, m.walFsync, m.walWriteBytes, m.readIndexFailed, m.slowReadIndex, m.readRounds, m.remoteReads}
 }

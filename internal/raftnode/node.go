@@ -4,9 +4,11 @@
 //
 //  1. persist HardState and entries in one synced Pebble batch;
 //  2. only then send messages (they may promise what was just persisted);
-//  3. hand committed entries, in order, to the applier (after 1, so nothing
-//     is applied, and no client is answered, before its entry is durable —
-//     the single-member trap of etcd-io/etcd#14370);
+//  3. hand committed entries, in order, to the applier, never before their
+//     entries are durable (the single-member trap of etcd-io/etcd#14370):
+//     after 1, or before it when an earlier Ready persisted every one of
+//     them and this Ready rewrites none (appliesBeforeSave), so that the
+//     applier works while the next entries are written;
 //  4. Advance.
 //
 // The applier runs on its own goroutine and may apply Ready N while this
@@ -123,6 +125,29 @@ type readBatch struct {
 	err   error
 }
 
+// remoteRead is a read-index request a follower (or learner) sent to this
+// leader: the leader answers it from its own next round instead of letting
+// raft broadcast a heartbeat round for it alone.
+type remoteRead struct {
+	from uint64
+	ctx  []byte
+}
+
+// readRound is one read-index round in flight: this member's own readers
+// (local, nil if none) and the remote requests that joined it.
+type readRound struct {
+	local   *readBatch
+	remotes []remoteRead
+	// term is the leader's term when the round was issued; remotes are
+	// answered only if the round completes in it.
+	term uint64
+}
+
+// maxRemoteReads bounds the remote read-index requests waiting for the
+// next round. Each follower has at most one round in flight (plus retries
+// of lost ones), so this is never reached by well-behaved peers.
+const maxRemoteReads = 1024
+
 // Node is a running raft member.
 type Node struct {
 	lg  *zap.Logger
@@ -161,7 +186,13 @@ type Node struct {
 	// that arrive meanwhile wait in pendingRead and share the next round,
 	// as etcd's linearizableReadLoop does. One round per arrival would
 	// cost a leader round trip and a heartbeat broadcast per few reads.
-	inflight map[string]*readBatch
+	inflight map[string]*readRound
+	// remoteReads wait for this leader's next round (raft goroutine only).
+	// raft itself broadcasts a heartbeat round for every MsgReadIndex it
+	// steps; with every member reading, the leader then ran one round per
+	// member per round trip. Answering followers from the leader's own
+	// rounds makes it one broadcast for the whole cluster.
+	remoteReads []remoteRead
 	// readAge counts the ticks the round in flight has waited; a round
 	// unanswered for two election timeouts is presumed lost.
 	readAge int
@@ -224,7 +255,7 @@ func New(lg *zap.Logger, cfg Config) (*Node, error) {
 		doc:      make(chan func(*raft.RawNode), 64),
 		applyc:   make(chan Apply, 64),
 		stopped:  make(chan struct{}),
-		inflight: make(map[string]*readBatch),
+		inflight: make(map[string]*readRound),
 		readSeq:  uint64(time.Now().UnixNano()),
 		met:      newMetrics(),
 	}
@@ -573,6 +604,16 @@ func Proposals(data []byte) ([][]byte, error) {
 }
 
 func (n *Node) step(m *raftpb.Message) {
+	if m.GetType() == raftpb.MessageType_MsgReadIndex && m.GetFrom() != n.cfg.ID && len(m.GetEntries()) == 1 &&
+		n.rn.BasicStatus().RaftState == raft.StateLeader {
+		// Answered by this leader's next round (issueRead), which starts
+		// after this request arrived: its index is at least the commit
+		// index now, as raft's own answer would be.
+		if len(n.remoteReads) < maxRemoteReads {
+			n.remoteReads = append(n.remoteReads, remoteRead{from: m.GetFrom(), ctx: m.GetEntries()[0].GetData()})
+		}
+		return
+	}
 	if err := n.rn.Step(m); err != nil {
 		n.lg.Debug("step failed", zap.Error(err))
 	}
@@ -597,8 +638,8 @@ func (n *Node) propose(p proposal) {
 	}
 }
 
-// issueRead starts a read round for the pending reads unless one is in
-// flight.
+// issueRead starts a read round for the pending reads, local and remote,
+// unless one is in flight.
 func (n *Node) issueRead() {
 	if len(n.inflight) > 0 {
 		return
@@ -607,30 +648,87 @@ func (n *Node) issueRead() {
 	b := n.pendingRead
 	n.pendingRead = nil
 	n.readMu.Unlock()
-	if b == nil {
+	remotes := n.remoteReads
+	n.remoteReads = nil
+	if b == nil && len(remotes) == 0 {
 		return
 	}
 	if n.lead.Load() == raft.None {
-		b.err = ErrNoLeader
-		close(b.done)
+		// Remote requests are dropped: their senders retry on their own
+		// leader change, or when their round ages out.
+		if b != nil {
+			b.err = ErrNoLeader
+			close(b.done)
+		}
 		return
+	}
+	st := n.rn.BasicStatus()
+	if len(remotes) > 0 && st.RaftState != raft.StateLeader {
+		// Deposed since they arrived; their senders retry.
+		remotes = nil
+		if b == nil {
+			return
+		}
 	}
 	n.readSeq++
 	n.readAge = 0
 	rctx := binary.BigEndian.AppendUint64(nil, n.readSeq)
-	n.inflight[string(rctx)] = b
+	n.inflight[string(rctx)] = &readRound{local: b, remotes: remotes, term: st.HardState.GetTerm()}
+	n.met.readRounds.Inc()
+	n.met.remoteReads.Add(float64(len(remotes)))
 	n.rn.ReadIndex(rctx)
 }
 
+// failReads fails this member's readers of the round in flight. Remote
+// requests in it are dropped; their senders retry.
 func (n *Node) failReads(err error) {
 	if len(n.inflight) > 0 && !errors.Is(err, ErrStopped) {
 		n.met.readIndexFailed.Inc()
 	}
-	for k, b := range n.inflight {
-		b.err = err
-		close(b.done)
+	for k, r := range n.inflight {
+		if r.local != nil {
+			r.local.err = err
+			close(r.local.done)
+		}
 		delete(n.inflight, k)
 	}
+}
+
+// finishReads completes the rounds raft confirmed. It returns the answers
+// to the remote requests that joined them.
+func (n *Node) finishReads(states []raft.ReadState) []*raftpb.Message {
+	var resps []*raftpb.Message
+	for _, rs := range states {
+		r, ok := n.inflight[string(rs.RequestCtx)]
+		if !ok {
+			continue
+		}
+		delete(n.inflight, string(rs.RequestCtx))
+		if r.local != nil {
+			r.local.index = rs.Index
+			close(r.local.done)
+		}
+		if len(r.remotes) == 0 {
+			continue
+		}
+		// raft confirms a round only while it leads in the term the round
+		// was issued in (it forgets unconfirmed reads when its term
+		// changes); the check keeps that assumption explicit.
+		if st := n.rn.BasicStatus(); st.RaftState != raft.StateLeader || st.HardState.GetTerm() != r.term {
+			continue
+		}
+		for _, rr := range r.remotes {
+			resps = append(resps, &raftpb.Message{
+				Type:    raftpb.MessageType_MsgReadIndexResp.Enum(),
+				To:      new(rr.from),
+				From:    new(n.cfg.ID),
+				Term:    new(r.term),
+				Index:   new(rs.Index),
+				Entries: []*raftpb.Entry{{Data: rr.ctx}},
+			})
+		}
+	}
+	return resps
 }
 
 func (n *Node) handleReady(ctx context.Context) error {
@@ -707,6 +805,23 @@ func (n *Node) handleReady(ctx context.Context) error {
 		n.cfg.Transport.Send(early)
 		msgs = late
 	}
+	// 3, early. Committed entries that earlier Readies persisted (none of
+	// them is among this Ready's entries, which may overwrite a conflicting
+	// tail) are durable here and on a quorum: the applier may take them
+	// while this Ready's entries are written, as etcd's leader applies in
+	// parallel with its WAL write. Otherwise every committed batch under
+	// load waited for the fsync of the next batch's entries. The commit
+	// index the applier records with them is their last index, which the
+	// log holds durably whatever happens to this Ready's write; the
+	// HardState's commit index may point past the durable log until Save
+	// returns.
+	early := appliesBeforeSave(&rd)
+	if early {
+		ce := rd.CommittedEntries
+		if err := n.handOff(ctx, ce, ce[len(ce)-1].GetIndex()); err != nil || ctx.Err() != nil {
+			return err
+		}
+	}
 	failpoint.Hit(failpoint.RaftBeforeSync)
 	start := time.Now()
 	if err := n.cfg.Storage.Save(hs, rd.Entries, rd.MustSync); err != nil {
@@ -726,42 +841,19 @@ func (n *Node) handleReady(ctx context.Context) error {
 	if hs != nil {
 		n.durableTerm, n.durableVote = hs.GetTerm(), hs.GetVote()
 	}
+	// Answers to remote read-index requests promise nothing of this
+	// Ready's entries (their index is committed on a quorum): they travel
+	// with its messages.
+	msgs = append(msgs, n.finishReads(rd.ReadStates)...)
 	// 2. Messages may now promise what is durable.
 	if len(msgs) > 0 && n.cfg.Transport != nil {
 		n.cfg.Transport.Send(msgs)
 	}
-	for _, rs := range rd.ReadStates {
-		if b, ok := n.inflight[string(rs.RequestCtx)]; ok {
-			b.index = rs.Index
-			close(b.done)
-			delete(n.inflight, string(rs.RequestCtx))
-		}
-	}
-	// 3. Committed entries go to the applier, in order.
-	if len(rd.CommittedEntries) > 0 {
-		a := Apply{Entries: rd.CommittedEntries, Commit: deferredCommit}
-		for _, e := range rd.CommittedEntries {
-			cs, rejected, err := n.applyConfChange(e)
-			if err != nil {
-				return err
-			}
-			if cs != nil {
-				if a.ConfStates == nil {
-					a.ConfStates = make(map[uint64]*raftpb.ConfState)
-				}
-				a.ConfStates[e.GetIndex()] = cs
-			}
-			if rejected != nil {
-				if a.Rejected == nil {
-					a.Rejected = make(map[uint64]error)
-				}
-				a.Rejected[e.GetIndex()] = rejected
-			}
-		}
-		select {
-		case n.applyc <- a:
-		case <-ctx.Done():
-			return nil
+	// 3. Committed entries go to the applier, in order (unless they went
+	// before the Save above).
+	if len(rd.CommittedEntries) > 0 && !early {
+		if err := n.handOff(ctx, rd.CommittedEntries, deferredCommit); err != nil || ctx.Err() != nil {
+			return err
 		}
 	}
 	// 4.
@@ -775,6 +867,48 @@ func (n *Node) handleReady(ctx context.Context) error {
 		voters := st.Config.Voters
 		_, self := voters[0][n.cfg.ID]
 		n.sole.Store(st.RaftState == raft.StateLeader && self && len(voters[0]) == 1 && len(voters[1]) == 0)
+	}
+	return nil
+}
+
+// appliesBeforeSave reports whether rd's committed entries may go to the
+// applier before rd is persisted: there is no snapshot to install first,
+// and every committed entry precedes rd's entries, so it was persisted by
+// an earlier Ready and this one cannot overwrite it. (A committed entry is
+// never overwritten by raft, but one of rd's entries at the same index
+// would be the copy that is not durable yet.) A Ready without entries
+// persists at most a HardState and keeps the ordinary order.
+func appliesBeforeSave(rd *raft.Ready) bool {
+	ce := rd.CommittedEntries
+	return len(ce) > 0 && len(rd.Entries) > 0 && raft.IsEmptySnap(rd.Snapshot) &&
+		ce[len(ce)-1].GetIndex() < rd.Entries[0].GetIndex()
+}
+
+// handOff applies the conf changes among ents to raft and hands ents to
+// the applier, with commit as the commit index to record (0: none).
+func (n *Node) handOff(ctx context.Context, ents []*raftpb.Entry, commit uint64) error {
+	a := Apply{Entries: ents, Commit: commit}
+	for _, e := range ents {
+		cs, rejected, err := n.applyConfChange(e)
+		if err != nil {
+			return err
+		}
+		if cs != nil {
+			if a.ConfStates == nil {
+				a.ConfStates = make(map[uint64]*raftpb.ConfState)
+			}
+			a.ConfStates[e.GetIndex()] = cs
+		}
+		if rejected != nil {
+			if a.Rejected == nil {
+				a.Rejected = make(map[uint64]error)
+			}
+			a.Rejected[e.GetIndex()] = rejected
+		}
+	}
+	select {
+	case n.applyc <- a:
+	case <-ctx.Done():
 	}
 	return nil
 }

@@ -63,6 +63,8 @@ func (t *Transport) newPeer(id uint64, addrs []resolver.Address) (*peer, error) 
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time: keepaliveTime, Timeout: keepaliveWait, PermitWithoutStream: true,
 		}),
+		grpc.WithStaticStreamWindowSize(peerStreamWindow),
+		grpc.WithStaticConnWindowSize(peerConnWindow),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallSendMsgSize(t.cfg.MaxMessageSize),
 			grpc.MaxCallRecvMsgSize(t.cfg.MaxMessageSize),

@@ -106,13 +106,20 @@ const (
 )
 
 const (
-	maxBatchBytes  = 2 << 20 // soft limit of one Stream frame
-	snapshotChunk  = 1 << 20
-	minBackoff     = 50 * time.Millisecond
-	maxBackoff     = time.Second
-	keepaliveTime  = 10 * time.Second // the shortest client ping interval gRPC allows
-	keepaliveWait  = 5 * time.Second
-	frameOverheadB = 64 // slack for the BytesValue and batch framing
+	maxBatchBytes = 2 << 20 // soft limit of one Stream frame
+	snapshotChunk = 1 << 20
+	minBackoff    = 50 * time.Millisecond
+	maxBackoff    = time.Second
+	// Fixed flow-control windows on both ends of a peer connection: gRPC's
+	// BDP estimator would ping about once per round trip of small raft
+	// messages (heartbeats, read-index rounds) and never settle. 4 MiB
+	// per stream keeps a MsgApp batch or snapshot chunk in flight without
+	// waiting for a window update.
+	peerStreamWindow = 4 << 20
+	peerConnWindow   = 16 << 20
+	keepaliveTime    = 10 * time.Second // the shortest client ping interval gRPC allows
+	keepaliveWait    = 5 * time.Second
+	frameOverheadB   = 64 // slack for the BytesValue and batch framing
 )
 
 // Config configures a Transport.
@@ -227,6 +234,8 @@ func (t *Transport) ServerOptions() []grpc.ServerOption {
 		grpc.MaxRecvMsgSize(t.cfg.MaxMessageSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveWait, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveWait}),
+		grpc.StaticStreamWindowSize(peerStreamWindow),
+		grpc.StaticConnWindowSize(peerConnWindow),
 	}, t.cfg.ServerOptions...)
 }
 

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/raft/v3/raftpb"
 )
 
@@ -133,5 +134,99 @@ func TestReadWaitsForLeader(t *testing.T) {
 	c.waitFor("the read answered once a leader is elected", opTicks, func() bool { return len(errc) == 1 })
 	if err := <-errc; err != nil {
 		t.Fatalf("linearizable read made during the election: %v", err)
+	}
+}
+
+// counterOf returns the value of the member's counter called name.
+func counterOf(t *testing.T, nd *node, name string) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(nd.member().Collectors()...)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// TestLeaderAnswersFollowerReadsFromItsRounds: raft broadcasts a heartbeat
+// round for every MsgReadIndex it steps, so with every member serving
+// linearizable reads the leader ran a round per member per round trip.
+// The leader now holds a follower's request for its own next round (one
+// that starts after the request arrived, so the index it answers is as
+// fresh as raft's own would be) and answers it with that round's index.
+func TestLeaderAnswersFollowerReadsFromItsRounds(t *testing.T) {
+	c := newCluster(t, 3)
+	ld := c.waitLeader()
+	fs := c.others(ld)
+	c.mustPut(ld, "k", "v")
+
+	var roundHeartbeats, requests, answers atomic.Int64
+	c.net.setObserver(func(from uint64, m *raftpb.Message) {
+		switch {
+		case from == ld.ID() && m.GetType() == raftpb.MessageType_MsgHeartbeat && len(m.GetContext()) > 0:
+			roundHeartbeats.Add(1)
+		case from != ld.ID() && m.GetType() == raftpb.MessageType_MsgReadIndex:
+			requests.Add(1)
+		case from == ld.ID() && m.GetType() == raftpb.MessageType_MsgReadIndexResp:
+			answers.Add(1)
+		}
+	})
+	defer c.net.setObserver(nil)
+	// The leader's heartbeats wait, so its first round stays in flight
+	// while the followers ask. Only the followers' clocks move (fewer
+	// ticks than an election timeout): a leader's tick would resend its
+	// heartbeats.
+	for _, f := range fs {
+		c.net.setFaults(ld.ID(), f.ID(), linkFaults{hold: true})
+	}
+	errs := make(chan error, 3)
+	go func() { errs <- ld.member().LinearizableBarrier(context.Background()) }()
+	// Messages a member sends without a tick need no tick to arrive: wait
+	// for them with the clock stopped.
+	waitUnticked := func(what string, cond func() bool) {
+		for i := 0; !cond(); i++ {
+			if i == 5000 {
+				t.Fatalf("%s: not with the clock stopped", what)
+			}
+			c.settle()
+		}
+	}
+	waitUnticked("the leader's round is sent", func() bool { return roundHeartbeats.Load() >= 2 })
+	sent := roundHeartbeats.Load()
+	for _, f := range fs {
+		go func() { errs <- f.member().LinearizableBarrier(context.Background()) }()
+	}
+	waitUnticked("both followers ask the leader", func() bool { return requests.Load() >= 2 })
+	for range electionTicks / 2 {
+		c.tickOnly(fs...)
+	}
+	if n := roundHeartbeats.Load(); n != sent {
+		t.Fatalf("the leader broadcast %d more read-round heartbeats for 2 follower requests while its round was in flight; want none", n-sent)
+	}
+	c.net.heal()
+	c.waitFor("every read answered", opTicks, func() bool { return len(errs) == 3 })
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatalf("linearizable read: %v", err)
+		}
+	}
+	if n := answers.Load(); n < 2 {
+		t.Fatalf("the leader answered %d follower requests, want 2", n)
+	}
+	if n := counterOf(t, ld, "cairn_server_read_index_remote_total"); n < 2 {
+		t.Fatalf("cairn_server_read_index_remote_total = %v, want >= 2", n)
+	}
+	// The followers' reads see the write made before them.
+	for _, f := range fs {
+		if kv, ok := get(f, "k"); !ok || string(kv.GetValue()) != "v" {
+			t.Fatalf("follower %x: k = %v after a linearizable barrier", f.ID(), kv)
+		}
 	}
 }
