@@ -370,42 +370,55 @@ func (n *Node) SoleVoterLeader() bool { return n.sole.Load() }
 // context (never reusing a context: etcd-io/etcd#20418).
 func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	for {
-		n.readMu.Lock()
-		if n.readsStopped {
-			n.readMu.Unlock()
-			return 0, ErrStopped
+		idx, err := n.readRound(ctx)
+		if errors.Is(err, ErrLeaderChanged) {
+			continue
 		}
-		b := n.pendingRead
-		if b == nil {
-			b = &readBatch{done: make(chan struct{})}
-			n.pendingRead = b
-			select {
-			case n.readc <- struct{}{}:
-			default:
+		if errors.Is(err, ErrNoLeader) {
+			// Compat: etcd's read loop waits out an election, so a short
+			// one is invisible to readers.
+			if err := n.WaitLeader(ctx); err != nil {
+				return 0, err
 			}
+			continue
 		}
+		return idx, err
+	}
+}
+
+// TryReadIndex is ReadIndex with a single round: it returns
+// ErrLeaderChanged or ErrNoLeader where ReadIndex would try again. Its
+// wait is bounded even under a context without a deadline, since the raft
+// loop gives up a round after two election timeouts.
+func (n *Node) TryReadIndex(ctx context.Context) (uint64, error) {
+	return n.readRound(ctx)
+}
+
+// readRound joins the next read round and waits for its outcome.
+func (n *Node) readRound(ctx context.Context) (uint64, error) {
+	n.readMu.Lock()
+	if n.readsStopped {
 		n.readMu.Unlock()
-		// Not n.stopped: every reader would queue on that one channel's
-		// lock (this select was up to 8% of a member's CPU in 2-s
-		// profiles under 100 readers). Run closes every batch when it
-		// returns (stopReads).
+		return 0, ErrStopped
+	}
+	b := n.pendingRead
+	if b == nil {
+		b = &readBatch{done: make(chan struct{})}
+		n.pendingRead = b
 		select {
-		case <-b.done:
-			if errors.Is(b.err, ErrLeaderChanged) {
-				continue
-			}
-			if errors.Is(b.err, ErrNoLeader) {
-				// Compat: etcd's read loop waits out an election, so a
-				// short one is invisible to readers.
-				if err := n.WaitLeader(ctx); err != nil {
-					return 0, err
-				}
-				continue
-			}
-			return b.index, b.err
-		case <-ctx.Done():
-			return 0, ctx.Err()
+		case n.readc <- struct{}{}:
+		default:
 		}
+	}
+	n.readMu.Unlock()
+	// Not n.stopped: every reader would queue on that one channel's lock
+	// (this select was up to 8% of a member's CPU in 2-s profiles under
+	// 100 readers). Run closes every batch when it returns (stopReads).
+	select {
+	case <-b.done:
+		return b.index, b.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
 	}
 }
 
@@ -444,6 +457,11 @@ func (n *Node) Run(ctx context.Context) error {
 		_ = n.rn.Campaign()
 	}
 	for {
+		// A round answered (or failed) by the last event lets the reads
+		// that gathered meanwhile go, and a remote request stepped by it
+		// starts a round: before the Readies, so that the round's
+		// heartbeats go out now rather than at the next event.
+		n.issueRead()
 		// Ready first: the bootstrap entries are ready before any event,
 		// and every event below may make more ready.
 		for n.rn.HasReady() {
@@ -456,9 +474,6 @@ func (n *Node) Run(ctx context.Context) error {
 				_ = n.rn.Campaign()
 			}
 		}
-		// A round answered (or failed) above lets the reads that gathered
-		// meanwhile go.
-		n.issueRead()
 		select {
 		case <-ctx.Done():
 			n.failReads(ErrStopped)
@@ -481,7 +496,7 @@ func (n *Node) Run(ctx context.Context) error {
 			n.step(m)
 			n.drain()
 		case <-n.readc:
-			n.issueRead()
+			// issueRead at the top of the loop.
 		case fn := <-n.doc:
 			fn(n.rn)
 		case idx := <-n.compc:

@@ -230,3 +230,29 @@ func TestLeaderAnswersFollowerReadsFromItsRounds(t *testing.T) {
 		}
 	}
 }
+
+// TestReadsNeedNoTick: a linearizable read on a follower or on the leader
+// is answered with every clock stopped. A read round is started by the
+// event that brings the read (or, on the leader, a follower's request);
+// one that waited for the next tick cost a 1-client reader up to a
+// heartbeat interval per read.
+func TestReadsNeedNoTick(t *testing.T) {
+	c := newCluster(t, 3)
+	ld := c.waitLeader()
+	c.mustPut(ld, "k", "v")
+	for _, nd := range append([]*node{ld}, c.others(ld)...) {
+		for i := range 3 {
+			errc := make(chan error, 1)
+			go func() { errc <- nd.member().LinearizableBarrier(context.Background()) }()
+			for j := 0; len(errc) == 0; j++ {
+				if j == 5000 {
+					t.Fatalf("member %x, read %d: not answered with the clocks stopped", nd.ID(), i)
+				}
+				c.settle()
+			}
+			if err := <-errc; err != nil {
+				t.Fatalf("member %x, read %d: %v", nd.ID(), i, err)
+			}
+		}
+	}
+}
