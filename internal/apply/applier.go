@@ -80,6 +80,9 @@ type Applier struct {
 	applied     atomic.Uint64
 	appliedTerm atomic.Uint64
 	lastCompact uint64 // applier goroutine only
+	// commitHint is the commit index this applier last recorded (applier
+	// goroutine only).
+	commitHint uint64
 
 	waitMu  sync.Mutex
 	waiters []indexWaiter
@@ -304,9 +307,15 @@ func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 		return nil
 	}
 	if commit > 0 {
+		// The hint never moves back: a hint staged earlier stays true
+		// (entries up to a commit index are never truncated), and a lower
+		// one (an early hand-off's last index after a deferred commit
+		// index) must not undo it.
+		commit = max(commit, a.commitHint)
 		if err := raftlog.StageCommit(b, commit); err != nil {
 			return err
 		}
+		a.commitHint = commit
 	}
 	rec := binary.BigEndian.AppendUint64(nil, last)
 	rec = binary.BigEndian.AppendUint64(rec, term)

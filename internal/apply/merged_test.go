@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"encoding/binary"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/cairnkv/cairn/internal/mvcc"
 	"github.com/cairnkv/cairn/internal/raftnode"
+	"github.com/cairnkv/cairn/internal/storage/schema"
 )
 
 // An entry that carries several requests (raftnode merges proposals)
@@ -67,4 +69,33 @@ func TestApplyMergedEntry(t *testing.T) {
 	require.NoError(t, la.a.applyBatch([]raftnode.Apply{{Entries: []*raftpb.Entry{ent}}}))
 	require.Empty(t, la.results)
 	require.EqualValues(t, 5, la.s.Rev())
+}
+
+// The commit index an apply batch records never moves back. Before the
+// raft loop handed committed entries over early, every recorded index was
+// a HardState commit index, which only grows; an early hand-off records
+// its last entry's index, which may be below a commit index recorded by
+// an earlier batch whose entries raft had cut short. Overwriting that one
+// with the lower index could leave applied > commit after a crash, and
+// the member refuses such a data dir.
+func TestCommitHintNeverMovesBack(t *testing.T) {
+	la := newLeaseApplier(t)
+	put := func(idx uint64) *raftpb.Entry {
+		data, err := proto.Marshal(&pb.InternalRaftRequest{Header: &pb.RequestHeader{ID: idx}, Put: &pb.PutRequest{Key: []byte("k"), Value: []byte("v")}})
+		require.NoError(t, err)
+		return &raftpb.Entry{Term: proto.Uint64(1), Index: proto.Uint64(idx), Type: raftpb.EntryType_EntryNormal.Enum(), Data: data}
+	}
+	hint := func() uint64 {
+		v, closer, err := la.db.Get(schema.CommitHintKey)
+		require.NoError(t, err)
+		defer closer.Close()
+		return binary.BigEndian.Uint64(v)
+	}
+	// A deferred commit index of 5 with only entries 1-2 handed over.
+	require.NoError(t, la.a.applyBatch([]raftnode.Apply{{Entries: []*raftpb.Entry{put(1), put(2)}, Commit: 5}}))
+	require.EqualValues(t, 5, hint())
+	// Entries 3-4 handed over early, with their last index as the hint.
+	require.NoError(t, la.a.applyBatch([]raftnode.Apply{{Entries: []*raftpb.Entry{put(3), put(4)}, Commit: 4}}))
+	require.EqualValues(t, 5, hint(), "the recorded commit index moved back")
+	require.EqualValues(t, 4, la.a.AppliedIndex())
 }

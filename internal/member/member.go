@@ -205,6 +205,7 @@ func newMember(lg *zap.Logger, cfg config.Server, sdb *storage.DB, opts Options)
 		ID: m.id, Peers: peers, Storage: rs, Applied: m.applier.AppliedIndex(),
 		TickInterval: tick, HeartbeatTick: 1, ElectionTick: int(cfg.ElectionTimeout / tick),
 		Transport: m.transport, Ticks: opts.Ticks, ConfChecker: newConfChecker(m.cluster),
+		ReadTimeout: m.requestTimeout(),
 	})
 	if err != nil {
 		return nil, err
@@ -507,9 +508,10 @@ func (m *Member) LinearizableBarrier(ctx context.Context) error {
 		return m.ctxErr(ctx, m.applier.WaitApplied(ctx, m.node.CommittedIndex()))
 	}
 	// The common case, one round and the applier already there, makes no
-	// timer (a context with a deadline per read was ~2 % of a read's CPU
-	// at 100 clients); a retried round or a wait for the applier runs
-	// under the request timeout.
+	// timer of its own (a context with a deadline per read was ~2 % of a
+	// read's CPU at 100 clients; the round's shared timer bounds the
+	// wait); a retried round or a wait for the applier runs under the
+	// request timeout.
 	idx, err := m.node.TryReadIndex(ctx)
 	if err == nil && m.applier.AppliedIndex() >= idx {
 		return nil

@@ -68,6 +68,11 @@ type Config struct {
 	// ConfChecker, when set, decides whether each committed conf change
 	// takes effect.
 	ConfChecker ConfChecker
+	// ReadTimeout, when set, bounds how long the readers of a read round
+	// wait for it even if the raft loop is stuck (a hung disk under Save):
+	// they get context.DeadlineExceeded. One timer per round, not per
+	// reader.
+	ReadTimeout time.Duration
 }
 
 // ConfChecker validates committed conf changes on the raft goroutine, in
@@ -123,6 +128,19 @@ type readBatch struct {
 	done  chan struct{}
 	index uint64
 	err   error
+	// expired is closed by timer once the batch has waited
+	// Config.ReadTimeout (nil without one).
+	expired chan struct{}
+	timer   *time.Timer
+}
+
+// finish ends the batch: its readers see index and err.
+func (b *readBatch) finish(index uint64, err error) {
+	b.index, b.err = index, err
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	close(b.done)
 }
 
 // remoteRead is a read-index request a follower (or learner) sent to this
@@ -388,8 +406,9 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 
 // TryReadIndex is ReadIndex with a single round: it returns
 // ErrLeaderChanged or ErrNoLeader where ReadIndex would try again. Its
-// wait is bounded even under a context without a deadline, since the raft
-// loop gives up a round after two election timeouts.
+// wait is bounded even under a context without a deadline: the raft loop
+// gives a round up after two election timeouts, and Config.ReadTimeout
+// ends it if the loop itself is stuck.
 func (n *Node) TryReadIndex(ctx context.Context) (uint64, error) {
 	return n.readRound(ctx)
 }
@@ -404,6 +423,10 @@ func (n *Node) readRound(ctx context.Context) (uint64, error) {
 	b := n.pendingRead
 	if b == nil {
 		b = &readBatch{done: make(chan struct{})}
+		if t := n.cfg.ReadTimeout; t > 0 {
+			expired := make(chan struct{})
+			b.expired, b.timer = expired, time.AfterFunc(t, func() { close(expired) })
+		}
 		n.pendingRead = b
 		select {
 		case n.readc <- struct{}{}:
@@ -417,6 +440,8 @@ func (n *Node) readRound(ctx context.Context) (uint64, error) {
 	select {
 	case <-b.done:
 		return b.index, b.err
+	case <-b.expired:
+		return 0, context.DeadlineExceeded
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
@@ -432,8 +457,7 @@ func (n *Node) stopReads() {
 	n.pendingRead = nil
 	n.readMu.Unlock()
 	if b != nil {
-		b.err = ErrStopped
-		close(b.done)
+		b.finish(0, ErrStopped)
 	}
 }
 
@@ -468,6 +492,13 @@ func (n *Node) Run(ctx context.Context) error {
 			if err := n.handleReady(ctx); err != nil {
 				n.failReads(ErrStopped)
 				return err
+			}
+			if ctx.Err() != nil {
+				// handleReady may have returned without Advance (its
+				// hand-off to the applier gave up); raft must not be
+				// asked for another Ready then.
+				n.failReads(ErrStopped)
+				return nil
 			}
 			if campaignAfterBootstrap && n.rn.BasicStatus().Applied >= uint64(len(n.cfg.Peers)) {
 				campaignAfterBootstrap = false
@@ -672,8 +703,7 @@ func (n *Node) issueRead() {
 		// Remote requests are dropped: their senders retry on their own
 		// leader change, or when their round ages out.
 		if b != nil {
-			b.err = ErrNoLeader
-			close(b.done)
+			b.finish(0, ErrNoLeader)
 		}
 		return
 	}
@@ -702,8 +732,7 @@ func (n *Node) failReads(err error) {
 	}
 	for k, r := range n.inflight {
 		if r.local != nil {
-			r.local.err = err
-			close(r.local.done)
+			r.local.finish(0, err)
 		}
 		delete(n.inflight, k)
 	}
@@ -720,8 +749,7 @@ func (n *Node) finishReads(states []raft.ReadState) []*raftpb.Message {
 		}
 		delete(n.inflight, string(rs.RequestCtx))
 		if r.local != nil {
-			r.local.index = rs.Index
-			close(r.local.done)
+			r.local.finish(rs.Index, nil)
 		}
 		if len(r.remotes) == 0 {
 			continue

@@ -42,3 +42,38 @@ func TestReadIndexEndsWhenRunReturns(t *testing.T) {
 	_, err = n.ReadIndex(context.Background())
 	require.ErrorIs(t, err, ErrStopped)
 }
+
+// A linearizable read under a context without a deadline (a gRPC call
+// whose client set none) must still end if the raft loop is stuck, say in
+// a Save on a hung disk: the round's timer (Config.ReadTimeout) ends it
+// with context.DeadlineExceeded, which the member reports as etcd's
+// request timeout.
+func TestReadRoundTimesOutWhenLoopIsStuck(t *testing.T) {
+	db, err := storage.Open(nil, t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	rs, err := raftlog.Open(db.DB)
+	require.NoError(t, err)
+	n, err := New(nil, Config{
+		ID: 1, Peers: []raft.Peer{{ID: 1}, {ID: 2}, {ID: 3}}, Storage: rs,
+		TickInterval: time.Hour, ElectionTick: 10, HeartbeatTick: 1,
+		ReadTimeout: 50 * time.Millisecond,
+	})
+	require.NoError(t, err)
+	// Run is never called: nothing takes the round.
+	done := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := n.TryReadIndex(context.Background())
+			done <- err
+		}()
+	}
+	for range 2 {
+		select {
+		case err := <-done:
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+		case <-time.After(time.Minute):
+			t.Fatal("a read waited past its round's timeout")
+		}
+	}
+}
