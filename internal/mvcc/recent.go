@@ -18,9 +18,11 @@ import (
 // Invariant: when the fast path is on, every key with a version in a
 // memtable is in m with its latest state. Writes are recorded when their
 // apply batch is published, tagged with the batch's last Pebble sequence
-// number; an entry is dropped once storage.DB.FlushedSeqNum reaches its tag
-// (the version is then in an sstable, and a durable-only iterator created
-// afterwards sees it). Other writers of the MVCC keyspace only delete
+// number; an entry may be dropped once storage.DB.FlushedSeqNum reaches its
+// tag (the version is then in an sstable, and a durable-only iterator
+// created afterwards sees it), and is dropped a few apply batches later at
+// most (prunePerBatch). An entry kept longer is still the key's latest
+// state: every later write of the key replaces it. Other writers of the MVCC keyspace only delete
 // versions that are not a key's latest (compaction), or replace the whole
 // state (snapshot installation, which resets the index).
 //
