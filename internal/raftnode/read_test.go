@@ -12,21 +12,29 @@ import (
 	"github.com/cairnkv/cairn/internal/storage"
 )
 
-// Readers do not watch the node's stop channel (see ReadIndex); Run must
-// end every read batch when it returns, and refuse new ones, or a reader
-// without a deadline would wait forever.
-func TestReadIndexEndsWhenRunReturns(t *testing.T) {
+// leaderlessNode is member 1 of three voters with no transport: it never
+// knows a leader.
+func leaderlessNode(t *testing.T, readTimeout time.Duration) *Node {
+	t.Helper()
 	db, err := storage.Open(nil, t.TempDir())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
 	rs, err := raftlog.Open(db.DB)
 	require.NoError(t, err)
-	// Three voters and no transport: no leader, ever.
 	n, err := New(nil, Config{
 		ID: 1, Peers: []raft.Peer{{ID: 1}, {ID: 2}, {ID: 3}}, Storage: rs,
 		TickInterval: time.Hour, ElectionTick: 10, HeartbeatTick: 1,
+		ReadTimeout: readTimeout,
 	})
 	require.NoError(t, err)
+	return n
+}
+
+// Readers do not watch the node's stop channel (see ReadIndex); Run must
+// end every read batch when it returns, and refuse new ones, or a reader
+// without a deadline would wait forever.
+func TestReadIndexEndsWhenRunReturns(t *testing.T) {
+	n := leaderlessNode(t, 0)
 
 	waiting := make(chan error, 1)
 	go func() {
@@ -39,7 +47,7 @@ func TestReadIndexEndsWhenRunReturns(t *testing.T) {
 	cancel()
 	require.NoError(t, <-ran)
 	require.ErrorIs(t, <-waiting, ErrStopped)
-	_, err = n.ReadIndex(context.Background())
+	_, err := n.ReadIndex(context.Background())
 	require.ErrorIs(t, err, ErrStopped)
 }
 
@@ -49,17 +57,7 @@ func TestReadIndexEndsWhenRunReturns(t *testing.T) {
 // with context.DeadlineExceeded, which the member reports as etcd's
 // request timeout.
 func TestReadRoundTimesOutWhenLoopIsStuck(t *testing.T) {
-	db, err := storage.Open(nil, t.TempDir())
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = db.Close() })
-	rs, err := raftlog.Open(db.DB)
-	require.NoError(t, err)
-	n, err := New(nil, Config{
-		ID: 1, Peers: []raft.Peer{{ID: 1}, {ID: 2}, {ID: 3}}, Storage: rs,
-		TickInterval: time.Hour, ElectionTick: 10, HeartbeatTick: 1,
-		ReadTimeout: 50 * time.Millisecond,
-	})
-	require.NoError(t, err)
+	n := leaderlessNode(t, 50*time.Millisecond)
 	// Run is never called: nothing takes the round.
 	done := make(chan error, 2)
 	for range 2 {
