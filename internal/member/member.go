@@ -513,16 +513,19 @@ func (m *Member) LinearizableBarrier(ctx context.Context) error {
 	// wait); a retried round or a wait for the applier runs under the
 	// request timeout.
 	idx, err := m.node.TryReadIndex(ctx)
+	retry := errors.Is(err, raftnode.ErrLeaderChanged) || errors.Is(err, raftnode.ErrNoLeader)
+	if err != nil && !retry {
+		return m.ctxErr(ctx, err)
+	}
 	if err == nil && m.applier.AppliedIndex() >= idx {
 		return nil
 	}
 	tctx, cancel := context.WithTimeout(ctx, m.requestTimeout())
 	defer cancel()
-	if errors.Is(err, raftnode.ErrLeaderChanged) || errors.Is(err, raftnode.ErrNoLeader) {
-		idx, err = m.node.ReadIndex(tctx)
-	}
-	if err != nil {
-		return m.ctxErr(ctx, err)
+	if retry {
+		if idx, err = m.node.ReadIndex(tctx); err != nil {
+			return m.ctxErr(ctx, err)
+		}
 	}
 	return m.ctxErr(ctx, m.applier.WaitApplied(tctx, idx))
 }

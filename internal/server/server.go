@@ -119,9 +119,10 @@ func (s *Server) Run(ctx context.Context) error {
 		// Fixed flow-control windows turn off gRPC's BDP estimator, which
 		// otherwise pings every connection about once per request round
 		// trip (requests are too small for its estimate ever to settle):
-		// an extra frame written and read on both sides. With them the
-		// member made ~10 % fewer read syscalls per linearizable read at
-		// 100 clients (docs/benchmarks.md, "Session 5"). Requests are at
+		// an extra frame written and read on both sides. With them (client
+		// connections only) the three members made 2.3 instead of 2.7 read
+		// syscalls per linearizable read at 100 clients (docs/design.md,
+		// "Network", has both windows' effect). Requests are at
 		// most --max-request-bytes, so the windows bound nothing a client
 		// could not send anyway; responses follow the client's windows.
 		grpc.StaticStreamWindowSize(clientStreamWindow),

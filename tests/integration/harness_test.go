@@ -458,6 +458,18 @@ func (c *cluster) settle() {
 	time.Sleep(200 * time.Microsecond)
 }
 
+// waitUnticked waits for cond with every clock stopped: for what members
+// do on their own (messages sent without a tick need no tick to arrive).
+func (c *cluster) waitUnticked(what string, cond func() bool) {
+	c.t.Helper()
+	for i := 0; !cond(); i++ {
+		if i == 5000 {
+			c.t.Fatalf("%s: not with the clocks stopped", what)
+		}
+		c.settle()
+	}
+}
+
 // waitFor ticks the given nodes (all running ones if none) until cond
 // holds, at most maxTicks ticks.
 func (c *cluster) waitFor(what string, maxTicks int, cond func() bool, nodes ...*node) {
