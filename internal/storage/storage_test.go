@@ -8,6 +8,9 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestOpenFreshAndReopen(t *testing.T) {
@@ -81,5 +84,27 @@ func TestBlockCacheCaches(t *testing.T) {
 	if after.Count == 0 || after.Hits-before.Hits == 0 || after.Misses != before.Misses {
 		t.Fatalf("block cache not caching: %d blocks cached; second pass %d hits, %d misses",
 			after.Count, after.Hits-before.Hits, after.Misses-before.Misses)
+	}
+}
+
+// At debug level an operator sees Pebble's flushes (and compactions) in
+// the member's log; at info level they stay out of it.
+func TestFlushesLoggedAtDebug(t *testing.T) {
+	for _, tc := range []struct {
+		level  zapcore.Level
+		logged bool
+	}{{zapcore.DebugLevel, true}, {zapcore.InfoLevel, false}} {
+		core, logs := observer.New(tc.level)
+		db, err := Open(zap.New(core), t.TempDir())
+		require.NoError(t, err)
+		require.NoError(t, db.Set([]byte("\xfekey"), []byte("v"), pebble.NoSync))
+		require.NoError(t, db.Flush())
+		require.NoError(t, db.Close())
+		n := logs.FilterMessageSnippet("flushed 1 memtable").Len()
+		if tc.logged {
+			require.Positive(t, n, "no flush logged at %s", tc.level)
+		} else {
+			require.Zero(t, n, "flush logged at %s", tc.level)
+		}
 	}
 }
