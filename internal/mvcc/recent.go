@@ -22,9 +22,10 @@ import (
 // tag (the version is then in an sstable, and a durable-only iterator
 // created afterwards sees it), and is dropped a few apply batches later at
 // most (prunePerBatch). An entry kept longer is still the key's latest
-// state: every later write of the key replaces it. Other writers of the MVCC keyspace only delete
-// versions that are not a key's latest (compaction), or replace the whole
-// state (snapshot installation, which resets the index).
+// state: every later write of the key replaces it. Other writers of the
+// MVCC keyspace only delete versions that are not a key's latest
+// (compaction), or replace the whole state (snapshot installation, which
+// resets the index).
 //
 // What it holds is bounded by the memtables (entries leave when flushed)
 // and by maxRecent: past it the index is cleared and the fast path waits for
