@@ -19,6 +19,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.uber.org/zap"
 
 	"github.com/cairnkv/cairn/internal/storage/schema"
@@ -80,7 +81,9 @@ func Open(lg *zap.Logger, dir string) (*DB, error) {
 		Logger:                      zapLogger{lg.Sugar()},
 	}
 	ft := &flushTracker{}
-	el := pebble.EventListener{FlushEnd: ft.flushEnd}
+	pc := newPacer(pauseRatio)
+	opts.FS = pacedFS{FS: vfs.Default, p: pc}
+	el := pebble.EventListener{FlushEnd: ft.flushEnd, WriteStallBegin: pc.writeStallBegin, WriteStallEnd: pc.writeStallEnd}
 	if lg.Core().Enabled(zap.DebugLevel) {
 		// Flushes and compactions, with sizes and durations, at debug
 		// level: what a stall on the write path is read against.
@@ -106,6 +109,7 @@ func Open(lg *zap.Logger, dir string) (*DB, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	pc.db.Store(db)
 	return &DB{DB: db, flushed: ft}, nil
 }
 
