@@ -34,9 +34,13 @@ const (
 	pauseRatio = 4
 	// paceCheckEvery bounds how often the pacer reads Pebble's metrics.
 	paceCheckEvery = 50 * time.Millisecond
-	// Behind: more memtables than the mutable one and one being flushed,
-	// or an L0 twice as deep as the compaction threshold.
-	paceMaxMemTables   = 2
+	// Behind: memtables of more bytes than three full ones (the mutable
+	// one, one flushing, one queued; writes stall at four queued), or an
+	// L0 twice as deep as the compaction threshold. In bytes, not in
+	// memtables: a new DB's memtables start at 256 KiB and double, so its
+	// first 64 MiB flush takes eight of them at once, and that one is
+	// the flush that lands on every member together.
+	paceMaxMemBytes    = 3 * memTableBytes
 	paceMaxL0Sublevels = 8
 )
 
@@ -84,7 +88,7 @@ func (p *pacer) behind(now time.Time) bool {
 
 // behindOf reports whether m shows a flush or L0 backlog.
 func behindOf(m *pebble.Metrics) bool {
-	return m.MemTable.Count > paceMaxMemTables || m.Levels[0].Sublevels >= paceMaxL0Sublevels
+	return m.MemTable.Size > paceMaxMemBytes || m.Levels[0].Sublevels >= paceMaxL0Sublevels
 }
 
 // pacedFS creates the sstables of flushes and compactions as paced files.

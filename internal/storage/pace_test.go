@@ -106,18 +106,22 @@ func TestPacerBehindWhileOpening(t *testing.T) {
 }
 
 func TestBehindOf(t *testing.T) {
+	const mib = 1 << 20
 	for _, tc := range []struct {
-		memtables int64
+		memBytes  uint64
 		sublevels int32
 		behind    bool
 	}{
-		{1, 0, false},
-		{2, 7, false},
-		{3, 0, true}, // a flush is queued behind the running one
-		{1, 8, true}, // L0 twice as deep as the compaction threshold
+		{64 * mib, 0, false},
+		// A new DB's first flush: eight memtables of 256 KiB to 32 MiB,
+		// and the mutable one.
+		{128 * mib, 7, false},
+		{192 * mib, 0, false},
+		{193 * mib, 0, true}, // more than three memtables' worth
+		{64 * mib, 8, true},  // L0 twice as deep as the compaction threshold
 	} {
 		var m pebble.Metrics
-		m.MemTable.Count = tc.memtables
+		m.MemTable.Size = tc.memBytes
 		m.Levels[0].Sublevels = tc.sublevels
 		require.Equal(t, tc.behind, behindOf(&m), "%+v", tc)
 	}
@@ -135,10 +139,8 @@ func TestPacedFlushAndCompaction(t *testing.T) {
 	db, err := pebble.Open("", &pebble.Options{FS: pacedFS{FS: mem, p: p}})
 	require.NoError(t, err)
 	p.db.Store(db)
-	// Each flush is less than Pebble's first memtable (256 KiB), so that
-	// one memtable is flushed at a time: more queued would count as a
-	// backlog, and not pause. Two flushes of the same keys, so that the
-	// compaction merges them (one table would only be moved).
+	// Two flushes of the same keys, so that the compaction merges them
+	// (one table would only be moved).
 	val := make([]byte, 100)
 	for range 2 {
 		_, _ = rand.Read(val) // incompressible: tables of many writes
