@@ -51,6 +51,9 @@ type pacer struct {
 	slice   time.Duration // paceSlice but in tests
 	db      atomic.Pointer[pebble.DB]
 	stalled atomic.Bool
+	// held counts callers waiting on a compaction they asked for
+	// (DB.CompactUnpaced); nothing is paced while it is non-zero.
+	held atomic.Int32
 	// now and sleep are time.Now and time.Sleep but in tests.
 	now   func() time.Time
 	sleep func(time.Duration)
@@ -67,9 +70,10 @@ func newPacer(ratio int64) *pacer {
 func (p *pacer) writeStallBegin(pebble.WriteStallBeginInfo) { p.stalled.Store(true) }
 func (p *pacer) writeStallEnd()                             { p.stalled.Store(false) }
 
-// behind reports whether Pebble is behind on flushes or L0 compactions.
+// behind reports whether Pebble is behind on flushes or L0 compactions,
+// or someone waits for a compaction: then jobs run at full speed.
 func (p *pacer) behind(now time.Time) bool {
-	if p.stalled.Load() {
+	if p.stalled.Load() || p.held.Load() > 0 {
 		return true
 	}
 	db := p.db.Load()
@@ -111,7 +115,9 @@ func (fs pacedFS) Create(name string, category vfs.DiskWriteCategory) (vfs.File,
 
 // pacedFile measures the work between its writes (the job building the
 // next block) and pauses after every paceSlice of it. One job writes one
-// file at a time, so the file's time is the job's.
+// file at a time, so the file's time is the job's. (Pebble's table writer
+// may hand data blocks to a writer goroutine over an unbuffered channel;
+// a pause there holds the job at its next block all the same.)
 type pacedFile struct {
 	vfs.File
 	p    *pacer

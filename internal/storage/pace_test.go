@@ -3,6 +3,7 @@ package storage
 import (
 	"crypto/rand"
 	"fmt"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -98,6 +99,17 @@ func TestPacedFSPacesOnlyFlushesAndCompactions(t *testing.T) {
 	require.NoError(t, f.Close())
 }
 
+// A caller waiting on a compaction it asked for (defragmentation) turns
+// pacing off until it returns.
+func TestPacerHeldByWaitingCompaction(t *testing.T) {
+	p, c := testPacer(t, 2)
+	require.False(t, p.behind(c.now()))
+	p.held.Add(1)
+	require.True(t, p.behind(c.now()))
+	p.held.Add(-1)
+	require.False(t, p.behind(c.now()))
+}
+
 // Until the DB is open (WAL replay, the flushes of recovery) nothing is
 // paced.
 func TestPacerBehindWhileOpening(t *testing.T) {
@@ -164,4 +176,16 @@ func TestPacedFlushAndCompaction(t *testing.T) {
 		require.Len(t, v, 100)
 		require.NoError(t, closer.Close())
 	}
+}
+
+func TestCompactUnpaced(t *testing.T) {
+	db, err := Open(nil, filepath.Join(t.TempDir(), "data"))
+	require.NoError(t, err)
+	defer db.Close()
+	for i := range 100 {
+		require.NoError(t, db.Set([]byte(fmt.Sprintf("k%03d", i)), []byte("v"), pebble.NoSync))
+	}
+	require.NoError(t, db.CompactUnpaced(t.Context(), []byte{0}, []byte{0xff}))
+	require.Zero(t, db.pacer.held.Load(), "pacing back on once the compaction returns")
+	require.Zero(t, db.Metrics().Levels[0].TablesCount, "everything left L0")
 }

@@ -11,6 +11,7 @@
 package storage
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -44,6 +45,7 @@ const (
 type DB struct {
 	*pebble.DB
 	flushed *flushTracker
+	pacer   *pacer
 }
 
 // Open opens (creating if needed) the Pebble database in dir.
@@ -110,7 +112,17 @@ func Open(lg *zap.Logger, dir string) (*DB, error) {
 		return nil, err
 	}
 	pc.db.Store(db)
-	return &DB{DB: db, flushed: ft}, nil
+	return &DB{DB: db, flushed: ft, pacer: pc}, nil
+}
+
+// CompactUnpaced compacts [start, end) with flushes and compactions at
+// full speed until it returns: an operator's defragmentation waits on it
+// (etcdctl's --command-timeout), so it is not paced like Pebble's own
+// background work (pace.go).
+func (d *DB) CompactUnpaced(ctx context.Context, start, end []byte) error {
+	d.pacer.held.Add(1)
+	defer d.pacer.held.Add(-1)
+	return d.DB.Compact(ctx, start, end, true)
 }
 
 // checkDir reports whether dir is fresh (absent or empty) and refuses a
