@@ -2,6 +2,9 @@
 // store that holds the raft log, the raft state, the MVCC data and the
 // metadata (see package schema for the layout). It refuses a data directory
 // that is not Cairn's and never creates one over foreign files.
+// It also paces Pebble's flushes and compactions (pace.go) so that they
+// never take more than a share of a core from requests, unless Pebble
+// falls behind.
 //
 // Durability policy: writes that must survive a crash (raft log and
 // HardState) are committed with pebble.Sync; everything else is committed
