@@ -69,7 +69,7 @@ func TestResumeInterruptedSnapshotInstall(t *testing.T) {
 	require.NoError(t, err)
 	cfg := config.Defaults()
 	cfg.DataDir = dataDir
-	m := &Member{lg: zaptest.NewLogger(t), cfg: cfg, db: db.DB}
+	m := &Member{lg: zaptest.NewLogger(t), cfg: cfg, db: db}
 	require.NoError(t, m.resumeInstall(rs))
 
 	get := func(k []byte) []byte {

@@ -101,7 +101,7 @@ func newLeases(lg *zap.Logger, m *Member, clk clock.Clock, o LeaseOptions) (*lea
 	if clk == nil {
 		clk = clock.Real{}
 	}
-	l, err := lease.New(lg.Named("lease"), m.db, lease.Config{Clock: clk, CheckpointInterval: o.CheckpointInterval, RevokeRate: o.RevokeRate})
+	l, err := lease.New(lg.Named("lease"), m.db.DB, lease.Config{Clock: clk, CheckpointInterval: o.CheckpointInterval, RevokeRate: o.RevokeRate})
 	if err != nil {
 		return nil, err
 	}

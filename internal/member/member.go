@@ -63,8 +63,7 @@ var localIDKey = []byte{schema.Meta, 's', 'e', 'l', 'f'}
 type Member struct {
 	lg      *zap.Logger
 	cfg     config.Server
-	db      *pebble.DB
-	sdb     *storage.DB // db, with what Cairn adds to it (unpaced compaction)
+	db      *storage.DB
 	id      uint64
 	store   *mvcc.Store
 	cluster *membership.Cluster
@@ -136,7 +135,7 @@ func NewWithOptions(lg *zap.Logger, cfg config.Server, opts Options) (*Member, e
 
 func newMember(lg *zap.Logger, cfg config.Server, sdb *storage.DB, opts Options) (*Member, error) {
 	db := sdb.DB
-	m := &Member{lg: lg, cfg: cfg, db: db, sdb: sdb, waits: map[uint64]chan apply.Result{}, stopping: make(chan struct{}), ready: make(chan struct{}), removed: make(chan struct{})}
+	m := &Member{lg: lg, cfg: cfg, db: sdb, waits: map[uint64]chan apply.Result{}, stopping: make(chan struct{}), ready: make(chan struct{}), removed: make(chan struct{})}
 	rs, err := raftlog.Open(db)
 	if err != nil {
 		return nil, err
@@ -574,5 +573,5 @@ func (m *Member) Status() Status {
 // Defragment compacts the whole key space online: readers and writers are
 // not blocked (unlike etcd's bbolt defragmentation).
 func (m *Member) Defragment(ctx context.Context) error {
-	return m.sdb.CompactUnpaced(ctx, []byte{0}, []byte{0xff})
+	return m.db.CompactUnpaced(ctx, []byte{0}, []byte{0xff})
 }

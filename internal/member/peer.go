@@ -168,7 +168,7 @@ func (m *Member) installSnapshot(rs *raftlog.Storage, snap *raftpb.Snapshot) err
 }
 
 func (m *Member) finishInstall(rs *raftlog.Storage, meta *raftpb.SnapshotMetadata) error {
-	if err := snapshot.Install(m.db, m.cfg.DataDir, meta.GetIndex()); err != nil {
+	if err := snapshot.Install(m.db.DB, m.cfg.DataDir, meta.GetIndex()); err != nil {
 		return err
 	}
 	failpoint.Hit(failpoint.SnapshotAfterState)
