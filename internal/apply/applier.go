@@ -51,9 +51,11 @@ type Config struct {
 	// CompactLog is called with an applied index up to which the raft log
 	// may be discarded.
 	CompactLog func(index uint64)
-	// SnapshotCount is the number of entries between raft log compactions.
+	// SnapshotCount is the number of applied requests between raft log
+	// compactions (see logTrim: requests, not merged entries).
 	SnapshotCount uint64
-	// CatchUpEntries stay in the log after a compaction for slow followers.
+	// CatchUpEntries is the number of requests that stay in the log after
+	// a compaction, for slow followers.
 	CatchUpEntries uint64
 	// InstallSnapshot replaces the state with a received snapshot and moves
 	// the raft storage to it (see package snapshot). Called on the applier
@@ -79,7 +81,7 @@ type Applier struct {
 
 	applied     atomic.Uint64
 	appliedTerm atomic.Uint64
-	lastCompact uint64 // applier goroutine only
+	trim        *logTrim // applier goroutine only
 	// commitHint is the commit index this applier last recorded (applier
 	// goroutine only).
 	commitHint uint64
@@ -112,7 +114,7 @@ func New(lg *zap.Logger, cfg Config) (*Applier, error) {
 	}
 	a.applied.Store(index)
 	a.appliedTerm.Store(term)
-	a.lastCompact = a.applied.Load()
+	a.trim = newLogTrim(cfg.SnapshotCount, cfg.CatchUpEntries, index)
 	return a, nil
 }
 
@@ -216,7 +218,7 @@ func (a *Applier) installSnapshot(snap *raftpb.Snapshot) error {
 	if index != snap.GetMetadata().GetIndex() {
 		return fmt.Errorf("apply: installed snapshot %d holds applied index %d", snap.GetMetadata().GetIndex(), index)
 	}
-	a.lastCompact = index
+	a.trim.reset(index)
 	if a.cfg.Watch != nil {
 		// The state jumped: watchers replay what they missed from the
 		// snapshot's revision log, or learn it was compacted.
@@ -272,6 +274,7 @@ func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 		after      []func()
 		last, term uint64
 		commit     uint64
+		requests   uint64 // as etcd counts them for --snapshot-count
 	)
 	applied := a.applied.Load()
 	for _, ap := range batch {
@@ -293,12 +296,14 @@ func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 					deliveries = append(deliveries, a.applyNormal(b, req))
 					a.met.count(req)
 				}
+				requests += uint64(max(1, len(reqs[idx])))
 			case raftpb.EntryType_EntryConfChange, raftpb.EntryType_EntryConfChangeV2:
 				fns, err := a.applyConfChange(b, e, ap.ConfStates[idx], ap.Rejected[idx])
 				if err != nil {
 					return err
 				}
 				after = append(after, fns...)
+				requests++
 			}
 			applied, last, term = idx, idx, e.GetTerm()
 		}
@@ -350,11 +355,8 @@ func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 			a.cfg.Deliver(d.id, d.r)
 		}
 	}
-	if a.cfg.CompactLog != nil && last-a.lastCompact >= a.cfg.SnapshotCount {
-		if last > a.cfg.CatchUpEntries {
-			a.cfg.CompactLog(last - a.cfg.CatchUpEntries)
-		}
-		a.lastCompact = last
+	if to, ok := a.trim.applied(last, requests); ok && a.cfg.CompactLog != nil {
+		a.cfg.CompactLog(to)
 	}
 	return nil
 }

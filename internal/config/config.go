@@ -42,10 +42,13 @@ type Server struct {
 	// InitialClusterToken seeds the cluster and member IDs.
 	InitialClusterToken string
 
-	// SnapshotCount is the number of applied entries after which the raft log is compacted.
+	// SnapshotCount is the number of applied requests after which the raft
+	// log is compacted. Requests, as etcd counts them (one per entry there);
+	// cairn merges concurrent proposals into one entry.
 	SnapshotCount uint64
-	// SnapshotCatchUpEntries stay in the raft log after it is compacted, so
-	// a follower slightly behind catches up from the log, not a snapshot.
+	// SnapshotCatchUpEntries is the number of requests that stay in the raft
+	// log after it is compacted, so a follower slightly behind catches up
+	// from the log, not a snapshot.
 	SnapshotCatchUpEntries uint64
 	// HeartbeatInterval is the raft heartbeat period.
 	HeartbeatInterval time.Duration
