@@ -322,6 +322,7 @@ func (a *Applier) applyBatch(batch []raftnode.Apply) error {
 		}
 		a.commitHint = commit
 	}
+	a.cfg.Store.StageRev(b)
 	rec := binary.BigEndian.AppendUint64(nil, last)
 	rec = binary.BigEndian.AppendUint64(rec, term)
 	if err := b.Set(schema.AppliedKey, rec, nil); err != nil {

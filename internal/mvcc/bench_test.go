@@ -40,6 +40,7 @@ func applyPuts(b testing.TB, db *pebble.DB, s *Store, keys [][]byte, val []byte,
 		}
 		t.End()
 	}
+	s.StageRev(batch)
 	if err := batch.Commit(pebble.NoSync); err != nil {
 		b.Fatal(err)
 	}

@@ -884,6 +884,7 @@ func (h *harness) opFlush() {
 
 func (h *harness) commit(b *pebble.Batch) {
 	h.t.Helper()
+	h.s.StageRev(b) // a no-op outside an apply batch
 	if err := b.Commit(pebble.NoSync); err != nil {
 		h.fatalf("commit: %v", err)
 	}
@@ -929,6 +930,7 @@ func (h *harness) opBatch() {
 		}
 		h.readStore([]byte{0}, []byte{0}, RangeOptions{}) // staged: invisible
 	}
+	h.s.StageRev(b)
 	if err := b.Commit(pebble.NoSync); err != nil {
 		h.fatalf("commit: %v", err)
 	}

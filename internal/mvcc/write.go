@@ -185,7 +185,14 @@ func (t *WriteTxn) stage(key []byte, r record) *mvccpb.KeyValue {
 func (t *WriteTxn) End() int64 {
 	if t.changes > 0 {
 		t.s.writeRev = t.begin + 1
-		must(t.b.Set(schema.RevisionKey, binary.BigEndian.AppendUint64(nil, uint64(t.s.writeRev)), nil))
+		if a := t.s.apply; a != nil {
+			// Once per apply batch, in StageRev: a Set per txn was a
+			// third of a put's MVCC writes, each a memtable insert that
+			// is flushed and compacted for nothing.
+			a.revPending = true
+		} else {
+			must(t.b.Set(schema.RevisionKey, binary.BigEndian.AppendUint64(nil, uint64(t.s.writeRev)), nil))
+		}
 	}
 	return t.s.writeRev
 }
@@ -206,9 +213,25 @@ func (s *Store) Compact(b *pebble.Batch, rev int64) (<-chan struct{}, error) {
 	return s.compactor.wait(rev), nil
 }
 
+// StageRev writes the store revision that the apply batch's txns reached
+// into b, once for the whole batch. Call it after the batch's last txn and
+// before committing b; Publish refuses a batch committed without it.
+// Applier goroutine only.
+func (s *Store) StageRev(b *pebble.Batch) {
+	if a := s.apply; a != nil && a.revPending {
+		must(b.Set(schema.RevisionKey, binary.BigEndian.AppendUint64(nil, uint64(s.writeRev)), nil))
+		a.revPending = false
+	}
+}
+
 // Publish makes everything staged so far visible to readers. The applier
 // calls it after the batch holding the staged writes is committed.
 func (s *Store) Publish() {
+	if a := s.apply; a != nil && a.revPending {
+		// The batch is committed without its revision: a restart would
+		// reuse revisions. A caller's bug, never input's.
+		panic("mvcc: apply batch published without StageRev")
+	}
 	if a := s.apply; a != nil && a.batch != nil {
 		// The batch is committed: its sequence numbers are known.
 		b := a.batch
@@ -260,6 +283,9 @@ type applyState struct {
 	overlay       map[string]*mvccpb.KeyValue // nil value: deleted in this batch
 	// batch is the batch the writes are staged in, once there is one.
 	batch *pebble.Batch
+	// revPending: a txn of the batch moved the revision, and StageRev
+	// has not written it yet.
+	revPending bool
 	// collect asks for the batch's changes as watch events, in revision
 	// order; it is off when nobody watches, to spare the allocations.
 	// withPrev asks for PUT events to carry the previous version too.

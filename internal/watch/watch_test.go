@@ -205,6 +205,7 @@ func (p *prop) batch() {
 		}
 		w.End()
 	}
+	p.s.StageRev(b)
 	if err := b.Commit(pebble.NoSync); err != nil {
 		p.t.Fatal(err)
 	}
