@@ -239,8 +239,8 @@ func (s *Storage) appendTailLocked(ents []*raftpb.Entry) {
 // trimTailLocked drops tail entries at or below index and, once the tail
 // is over a bound, the oldest down to three quarters of it: the copy below
 // then happens once per thousand appends, not on every append (at one
-// client that copied 4096 pointers for each entry, a fifth of a
-// follower's Save).
+// client every append copied 4,095 pointers into a new slice that the next
+// append grew again: 83 KiB allocated per entry).
 func (s *Storage) trimTailLocked(index uint64) {
 	drop := 0
 	for drop < len(s.tail) && s.tail[drop].GetIndex() <= index {
