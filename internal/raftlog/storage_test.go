@@ -20,7 +20,7 @@ func hs(term, commit uint64) *raftpb.HardState {
 	return &raftpb.HardState{Term: proto.Uint64(term), Commit: proto.Uint64(commit), Vote: proto.Uint64(1)}
 }
 
-func open(t *testing.T, dir string) (*Storage, func()) {
+func open(t testing.TB, dir string) (*Storage, func()) {
 	t.Helper()
 	db, err := storage.Open(nil, dir)
 	require.NoError(t, err)
@@ -187,11 +187,8 @@ func TestEntriesTailMatchesDisk(t *testing.T) {
 // BenchmarkSaveOneEntry is a follower at one client: one small entry per
 // Save, the tail full (ns/op and allocs are per entry).
 func BenchmarkSaveOneEntry(b *testing.B) {
-	db, err := storage.Open(nil, b.TempDir())
-	require.NoError(b, err)
-	defer db.Close()
-	s, err := Open(db.DB)
-	require.NoError(b, err)
+	s, done := open(b, b.TempDir())
+	defer done()
 	save := func(i uint64) {
 		e := ent(i, 1)
 		e.Data = make([]byte, 300)
@@ -216,11 +213,8 @@ func BenchmarkSaveOneEntry(b *testing.B) {
 // not on every append (which, at one client, cost a follower a 32 KiB copy
 // and a 64 KiB allocation per entry).
 func TestTailTrimIsAmortised(t *testing.T) {
-	db, err := storage.Open(nil, t.TempDir())
-	require.NoError(t, err)
-	defer db.Close()
-	s, err := Open(db.DB)
-	require.NoError(t, err)
+	s, done := open(t, t.TempDir())
+	defer done()
 	trims, appends := 0, 0
 	for i := uint64(1); i <= 3*tailMaxEntries; i++ {
 		var oldest *raftpb.Entry
