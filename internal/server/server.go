@@ -27,6 +27,17 @@ import (
 	"github.com/cairnkv/cairn/internal/member"
 )
 
+// streamWorkers sizes gRPC's pool of handler goroutines. A write RPC holds
+// its worker for a whole raft round (milliseconds), so the pool must cover
+// the RPCs in flight, not the cores: past it every RPC gets a fresh
+// goroutine whose stack grows 2 -> 16 KiB by copying. With 8 workers at 100
+// clients, copystack was 7 % of the leader's CPU; with 256 the three
+// members spent ~10 % less CPU per put (docs/benchmarks.md, "Session 9").
+// An idle worker costs one small stack (the GC shrinks grown ones).
+func streamWorkers() uint32 {
+	return uint32(max(256, 4*runtime.GOMAXPROCS(0)))
+}
+
 // grpcOverheadBytes is the slack etcd adds to --max-request-bytes for the
 // gRPC receive limit, so that the server, not gRPC, rejects big requests
 // with etcd's error.
@@ -115,7 +126,7 @@ func (s *Server) Run(ctx context.Context) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Hour, Timeout: 20 * time.Second}),
 		// Reuse handler goroutines: a fresh goroutine per RPC regrows its
 		// stack every time (copystack was ~10% of the put path).
-		grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))),
+		grpc.NumStreamWorkers(streamWorkers()),
 		// Fixed flow-control windows turn off gRPC's BDP estimator, which
 		// otherwise pings every connection about once per request round
 		// trip (requests are too small for its estimate ever to settle):
