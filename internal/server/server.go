@@ -32,7 +32,7 @@ import (
 // the RPCs in flight, not the cores: past it every RPC gets a fresh
 // goroutine whose stack grows 2 -> 16 KiB by copying. With 8 workers at 100
 // clients, copystack was 7 % of the leader's CPU; with 256 the three
-// members spent ~7 % less CPU per put (docs/benchmarks.md, "Session 9").
+// members spent ~7 % less CPU per put (docs/benchmarks.md, "Sessions 9-11").
 // An idle worker costs one small stack (the GC shrinks grown ones).
 func streamWorkers() uint32 {
 	return uint32(max(256, 4*runtime.GOMAXPROCS(0)))
